@@ -1,0 +1,108 @@
+"""Case records shared by every dataset reader, and the one NIfTI loader they all use.
+
+A *case* is one 3D volume (plus its label volume when there is one). Readers (`msd.py`,
+`acdc.py`) turn a folder into a `DatasetInfo`; everything downstream (splits, preprocessing,
+training, evaluation, prediction) only sees `Case` and `Volume`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError"]
+
+
+class DataError(ValueError):
+    """A dataset or a file in it is missing or malformed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One volume of a dataset.
+
+    Attributes:
+        case_id: unique id inside the dataset, e.g. ``hippocampus_004`` or ``patient001_frame01``.
+        image: path of the image NIfTI.
+        label: path of the label NIfTI, or ``None`` for unlabelled cases.
+        group: stratification group (ACDC pathology group), ``None`` when not applicable.
+    """
+
+    case_id: str
+    image: Path
+    label: Path | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset read from disk: its class names (index 0 = background) and its cases."""
+
+    name: str
+    root: Path
+    class_names: tuple[str, ...]
+    cases: tuple[Case, ...] = field(default_factory=tuple)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Volume:
+    """A loaded case. ``image`` is float32 (X, Y, Z); ``label`` is int16 (X, Y, Z) or ``None``.
+
+    ``spacing`` is the voxel size in mm (from the header zooms); ``affine`` and ``header`` are kept so
+    that predictions are written back with the geometry of the input file.
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    spacing: tuple[float, float, float]
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise DataError(f"File not found: {path}. Check the dataset folder or re-run `emfformer download`.")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise DataError(f"Cannot read NIfTI file {path}: {exc}. Is it a valid .nii/.nii.gz file?") from exc
+    if len(img.shape) != 3:
+        raise DataError(
+            f"{path} has shape {img.shape}; emfformer expects a single-channel 3D volume (X, Y, Z)."
+        )
+    return img
+
+
+def load_volume(case: Case) -> Volume:
+    """Load a case's image (cast to float32) and label (cast to int16), checking they match.
+
+    Raises:
+        DataError: a file is missing/unreadable, not 3D, or image and label differ in shape/affine.
+    """
+    img = _load_nifti(Path(case.image))
+    image = np.asarray(img.dataobj, dtype=np.float32)
+    label = None
+    if case.label is not None:
+        lab = _load_nifti(Path(case.label))
+        if lab.shape != img.shape:
+            raise DataError(
+                f"Case {case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} "
+                f"has {img.shape}; image and label must cover the same voxels."
+            )
+        if not np.allclose(lab.affine, img.affine, atol=1e-3):
+            raise DataError(
+                f"Case {case.case_id}: label {case.label} and image {case.image} have different affines; "
+                "resample the label onto the image grid."
+            )
+        raw = np.asarray(lab.dataobj)
+        label = np.rint(raw).astype(np.int16)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return Volume(case.case_id, image, label, img.affine.copy(), img.header.copy(), zooms)  # type: ignore[arg-type]
