@@ -1,0 +1,84 @@
+"""Small generic layers shared by the EMF-former parts (no paper-specific logic here)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvNorm", "ConvNormAct", "LayerScale2d", "channel_shuffle", "to_tokens", "from_tokens"]
+
+
+class ConvNorm(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm2d. Input (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+    ) -> None:
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
+        super().__init__(
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+        )
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d + BatchNorm2d + activation (GELU by default)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act_layer: type[nn.Module] = nn.GELU,
+    ) -> None:
+        super().__init__(*ConvNorm(in_channels, out_channels, kernel_size, stride, groups), act_layer())
+
+
+class LayerScale2d(nn.Module):
+    """Per-channel learnable scale of a residual branch (B, C, H, W) -> same shape (CaiT / SwiftFormer)."""
+
+    def __init__(self, dim: int, init_value: float = 0.1) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim, 1, 1), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet channel shuffle: (B, g*c, H, W) viewed as (B, g, c, H, W), transposed to (B, c, g, H, W).
+
+    After the shuffle, every group of a following grouped conv sees one channel of each previous group.
+    """
+    b, ch, h, w = x.shape
+    if ch % groups:
+        raise ValueError(f"channel_shuffle: {ch} channels are not divisible by {groups} groups")
+    return x.view(b, groups, ch // groups, h, w).transpose(1, 2).reshape(b, ch, h, w)
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N=H*W, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def from_tokens(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, N=H*W, C) -> (B, C, H, W)."""
+    return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], height, width)

@@ -1,0 +1,41 @@
+"""Standard softmax multi-head self-attention (Vaswani et al., 2017): the ablation of VAA.
+
+Written with explicit matrix products, as in ViT / TransUNet / Swin, so the N x N attention matrix
+exists in memory: that quadratic cost is what EMF-former claims to remove and what the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SoftmaxAttention"]
+
+
+class SoftmaxAttention(nn.Module):
+    """softmax(Q K^T / sqrt(d)) V with ``num_heads`` heads computed together.
+
+    Args:
+        in_dim: channels of the input tokens.
+        head_dim: channels d of each head.
+        num_heads: heads h (1 inside a serial S-MHA head).
+
+    Shapes: (B, N, in_dim) -> (B, N, h * d); the attention matrix is (B, h, N, N).
+    """
+
+    def __init__(self, in_dim: int, head_dim: int, num_heads: int = 1) -> None:
+        super().__init__()
+        if min(in_dim, head_dim, num_heads) < 1:
+            raise ValueError(
+                f"in_dim, head_dim, num_heads must be >= 1, got {in_dim}, {head_dim}, {num_heads}"
+            )
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(in_dim, 3 * num_heads * head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+        return (attn @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
