@@ -1,0 +1,163 @@
+"""Run configuration: one dataclass per concern, loaded as defaults < YAML file < CLI overrides.
+
+Models never see these objects: the engine turns them into plain kwargs (``create_model(**...)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "load_config", "apply_overrides"]
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "hippocampus"  # hippocampus | acdc | msd (any single-channel MSD folder)
+    data_dir: str | None = None  # dataset folder; None -> $EMFFORMER_DATA, then the cache folder
+    size: int = 64  # 2D input side (64 for Hippocampus, 224 for ACDC)
+    mode: str = "pad"  # pad (centre pad/crop, no resampling) | resize (TransUNet-style in-plane resize)
+    slice_axis: int = 2  # volume axis the 2D slices are taken along
+    fold: int = 0  # cross-validation fold used for train/val (folder datasets)
+    n_folds: int = 5  # folds of the non-test part
+    test_fraction: float = 0.2  # held-out test part of folder datasets, fixed for all folds
+    keep_empty: float = 1.0  # fraction of all-background training slices kept
+    augment: bool = True  # MONAI spatial + intensity augmentation on training slices
+    cache_dir: str | None = None  # preprocessed-slice cache; None -> <run dir>/../.cache
+    max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "emf_former_s"  # any name from `emfformer models`
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {attention: mhsa}
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 50  # training epochs
+    batch_size: int = 32  # slices per step
+    lr: float = 2e-3  # peak AdamW learning rate
+    weight_decay: float = 1e-2  # AdamW weight decay
+    warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs (fractions allowed)
+    schedule: str = "cosine"  # cosine | poly (power 0.9) decay after warm-up
+    min_lr: float = 1e-5  # floor of the decay
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out_dir: str = "runs/hippocampus_emf_former_s"  # run folder (checkpoints, logs, curves, config)
+    seed: int = 0  # seeds python, numpy, torch and the data split
+    device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda
+    bf16: bool = False  # bfloat16 autocast for forward passes
+    threads: int | None = None  # torch CPU threads; None = torch default
+    val_every: int = 1  # validate on whole volumes every N epochs
+    progress: bool = True  # tqdm bars
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(text: str) -> Any:
+    """Parse a CLI value with YAML rules: 3 -> int, 1e-3 -> float, true -> bool, [1, 2] -> list."""
+    value = yaml.safe_load(text) if text != "" else ""
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
+    """Apply ``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]`` overrides; unknown keys raise ValueError."""
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"Override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = _coerce(value.strip())
+        overrides = pairs
+    for dotted, value in overrides.items():
+        *path, key = dotted.split(".")
+        target: Any = cfg
+        for part in path:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise ValueError(f"Unknown config section {part!r} in {dotted!r}")
+            target = getattr(target, part)
+        if dataclasses.is_dataclass(target) and not hasattr(target, key):
+            valid = ", ".join(f.name for f in dataclasses.fields(target))
+            raise ValueError(f"Unknown config key {dotted!r}; valid keys here: {valid}")
+        if dataclasses.is_dataclass(getattr(target, key, None)):
+            if not isinstance(value, dict):
+                raise ValueError(f"{dotted!r} is a section; give a mapping or set its keys one by one")
+            apply_overrides(getattr(target, key), {k: v for k, v in value.items()})
+        elif isinstance(target, dict):
+            target[key] = value
+        else:
+            setattr(target, key, value)
+    return cfg
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> RunConfig:
+    """Defaults < YAML file ``path`` < ``overrides``. Raises ValueError on unknown keys or bad YAML."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"Config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {path} must hold a mapping of sections (data, model, optim, ...)")
+        apply_overrides(cfg, _flatten(data))
+    if overrides:
+        apply_overrides(cfg, overrides)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    checks = [
+        (cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}"),
+        (cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}"),
+        (cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}"),
+        (
+            cfg.optim.schedule in ("cosine", "poly"),
+            f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",
+        ),
+        (
+            cfg.data.size >= 16 and cfg.data.size % 16 == 0,
+            f"data.size must be a multiple of 16, got {cfg.data.size}",
+        ),
+        (cfg.data.mode in ("pad", "resize"), f"data.mode must be pad|resize, got {cfg.data.mode!r}"),
+        (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
+        (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}"),
+        (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
