@@ -1,0 +1,229 @@
+"""Reader and integrity check for Medical Segmentation Decathlon (MSD) / nnU-Net style task folders.
+
+Expected layout (MSD, e.g. ``Task04_Hippocampus``)::
+
+    <root>/dataset.json          # "labels", "modality", "training": [{"image": ..., "label": ...}]
+    <root>/imagesTr/<case>.nii.gz
+    <root>/labelsTr/<case>.nii.gz
+
+nnU-Net v2 folders (``channel_names``, ``labels`` as ``{"background": 0, ...}``, no ``training``
+list, images named ``<case>_0000.nii.gz``) are read as well. Only single-channel tasks are supported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from emfformer.data.cases import Case, DataError, DatasetInfo
+
+__all__ = ["read_msd_dataset", "check_msd_dataset"]
+
+_NIFTI = ".nii.gz"
+_MAX_LISTED_PROBLEMS = 20
+
+
+def _strip_nifti(name: str) -> str:
+    for ending in (".nii.gz", ".nii"):
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
+
+
+def _class_names(labels: Any, path: Path) -> tuple[str, ...]:
+    """Turn ``dataset.json["labels"]`` (MSD ``{"0": "background"}`` or nnU-Net v2 ``{"background": 0}``)
+    into names ordered by label value; values must be exactly 0..n-1."""
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(
+            f'{path}: "labels" must be a non-empty mapping, e.g. {{"0": "background", "1": "..."}}.'
+        )
+    by_value: dict[int, str] = {}
+    for key, value in labels.items():
+        if isinstance(value, (list, tuple)):
+            raise DataError(
+                f"{path}: label {key!r} is a region ({value}); region-based nnU-Net labels are not supported."
+            )
+        if str(key).strip().lstrip("-").isdigit():  # MSD style: "1": "Anterior"
+            index, name = int(key), str(value)
+        elif isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):  # nnU-Net v2
+            index, name = int(value), str(key)
+        else:
+            raise DataError(f"{path}: cannot tell the label value of {key!r}: {value!r}.")
+        if index in by_value:
+            raise DataError(f"{path}: label value {index} is listed twice ({by_value[index]!r}, {name!r}).")
+        by_value[index] = name
+    if sorted(by_value) != list(range(len(by_value))):
+        raise DataError(
+            f"{path}: label values {sorted(by_value)} must be consecutive from 0 (0 = background); "
+            "remap the label files and dataset.json."
+        )
+    return tuple(by_value[i] for i in range(len(by_value)))
+
+
+def _check_single_channel(meta: dict[str, Any], path: Path) -> None:
+    for key in ("modality", "channel_names"):
+        channels = meta.get(key)
+        if isinstance(channels, dict) and len(channels) > 1:
+            raise DataError(
+                f"{path}: this task has {len(channels)} input channels ({key} = {channels}); emfformer "
+                "supports single-channel tasks only (e.g. Task04_Hippocampus). Pick a single-modality task."
+            )
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    rel = rel[2:] if rel.startswith("./") else rel
+    return root / rel
+
+
+def _cases_from_training_list(root: Path, entries: Any, path: Path) -> list[Case]:
+    if not isinstance(entries, list):
+        raise DataError(f'{path}: "training" must be a list of {{"image": ..., "label": ...}} entries.')
+    cases = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise DataError(f'{path}: training entry {i} ({entry!r}) needs both "image" and "label".')
+        image = _resolve(root, str(entry["image"]))
+        cases.append(Case(_strip_nifti(image.name), image, _resolve(root, str(entry["label"]))))
+    return cases
+
+
+def _cases_from_label_folder(root: Path, file_ending: str) -> list[Case]:
+    """nnU-Net v2: no training list; one label per case, image ``<case>_0000<ending>`` (or ``<case><ending>``)."""
+    cases = []
+    for label in sorted((root / "labelsTr").glob(f"*{file_ending}")):
+        if label.name.startswith("."):
+            continue  # macOS AppleDouble files ("._x.nii.gz") shipped in some archives
+        case_id = label.name[: -len(file_ending)]
+        image = root / "imagesTr" / f"{case_id}_0000{file_ending}"
+        if not image.exists() and (root / "imagesTr" / label.name).exists():
+            image = root / "imagesTr" / label.name
+        cases.append(Case(case_id, image, label))
+    return cases
+
+
+def read_msd_dataset(root: Path, check: bool = True) -> DatasetInfo:
+    """Read an MSD / nnU-Net task folder into a `DatasetInfo`.
+
+    Args:
+        root: the task folder, the one holding ``dataset.json``, ``imagesTr/`` and ``labelsTr/``.
+        check: also run `check_msd_dataset` (files present, geometry, label values).
+
+    Returns:
+        The dataset; ``class_names`` ordered by label value, cases in ``dataset.json`` order, ``case_id``
+        = file name without ``.nii.gz`` (e.g. ``hippocampus_004``).
+
+    Raises:
+        DataError: missing folder / ``dataset.json``, a multi-channel task, malformed labels, or (with
+            ``check``) any integrity problem.
+
+    Example:
+        >>> info = read_msd_dataset(Path("Task04_Hippocampus"))  # doctest: +SKIP
+        >>> info.class_names
+        ('background', 'Anterior', 'Posterior')
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"MSD dataset folder not found: {root}. Expected a task folder such as Task04_Hippocampus "
+            "with dataset.json, imagesTr/ and labelsTr/ (get it with `emfformer download hippocampus --to DIR`)."
+        )
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(
+            f"No dataset.json in {root}. An MSD task folder must contain dataset.json, imagesTr/ and "
+            "labelsTr/; point to the task folder itself (e.g. .../Task04_Hippocampus), not its parent."
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{meta_path} is not valid JSON: {exc}. Restore it from the original archive."
+        ) from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} must hold a JSON object.")
+    for folder in ("imagesTr", "labelsTr"):
+        if not (root / folder).is_dir():
+            raise DataError(
+                f"Missing folder {root / folder}; an MSD task folder has imagesTr/ and labelsTr/."
+            )
+    _check_single_channel(meta, meta_path)
+    class_names = _class_names(meta.get("labels"), meta_path)
+    if "training" in meta:
+        cases = _cases_from_training_list(root, meta["training"], meta_path)
+    else:
+        cases = _cases_from_label_folder(root, str(meta.get("file_ending", _NIFTI)))
+    if not cases:
+        raise DataError(f"{meta_path} lists no labelled training cases.")
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise DataError(f"{meta_path}: case ids appear more than once: {dup[:10]}.")
+    info = DatasetInfo(str(meta.get("name", root.name)), root, class_names, tuple(cases))
+    if check:
+        check_msd_dataset(info)
+    return info
+
+
+def _case_problems(case: Case, num_classes: int) -> list[str]:
+    problems = []
+    if not Path(case.image).is_file():
+        return [f"{case.case_id}: image file missing: {case.image}"]
+    if case.label is None:
+        return [f"{case.case_id}: no label file listed for {case.image}"]
+    if not Path(case.label).is_file():
+        return [f"{case.case_id}: label file missing: {case.label} (image {case.image})"]
+    try:
+        img = nib.load(str(case.image))
+        lab = nib.load(str(case.label))
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        return [f"{case.case_id}: cannot read {case.image} or {case.label}: {exc}"]
+    if len(img.shape) != 3:
+        problems.append(f"{case.case_id}: image {case.image} has shape {img.shape}; expected 3D (X, Y, Z)")
+    if lab.shape != img.shape:
+        problems.append(
+            f"{case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} has {img.shape}"
+        )
+    elif not np.allclose(lab.affine, img.affine, atol=1e-3):
+        problems.append(f"{case.case_id}: label {case.label} and image {case.image} have different affines")
+    if not problems:
+        values = np.unique(np.asarray(lab.dataobj))
+        bad = [v for v in values.tolist() if not (np.isfinite(v) and v == int(v) and 0 <= v < num_classes)]
+        if bad:
+            problems.append(
+                f"{case.case_id}: label {case.label} has values {bad[:10]} outside 0..{num_classes - 1}"
+            )
+    return problems
+
+
+def check_msd_dataset(info: DatasetInfo, progress: bool = True) -> None:
+    """Check every case: image and label files exist and are readable, both are 3D with the same
+    shape and affine (read from the headers), and label values lie in ``range(info.num_classes)``.
+
+    Works for any `DatasetInfo` whose cases are labelled (MSD or ACDC). All problems are collected and
+    reported together.
+
+    Args:
+        info: the dataset, e.g. from `read_msd_dataset(root, check=False)`.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        DataError: listing each faulty case with the file concerned.
+    """
+    problems: list[str] = []
+    for case in tqdm(
+        info.cases, desc=f"checking {info.name}", unit="case", disable=not progress, leave=False
+    ):
+        problems.extend(_case_problems(case, info.num_classes))
+    if problems:
+        listed = "\n  - ".join(problems[:_MAX_LISTED_PROBLEMS])
+        more = len(problems) - _MAX_LISTED_PROBLEMS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise DataError(
+            f"Dataset {info.name} at {info.root} failed the integrity check ({len(problems)} problem(s)):"
+            f"\n  - {listed}{tail}\nRe-download or repair these files (or remove the cases from dataset.json)."
+        )

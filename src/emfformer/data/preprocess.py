@@ -1,0 +1,323 @@
+"""Turn a 3D volume into normalised 2D slices of a fixed size, and turn slice predictions back.
+
+Two in-plane geometries are supported (``PreprocessConfig.mode``):
+
+* ``"pad"``: centre pad (or centre crop) every slice to ``size x size`` without resampling. Right for
+  MSD Hippocampus, whose ~35x50 slices fit in 64x64, so the network sees native 1 mm voxels and the
+  inverse is exact.
+* ``"resize"``: resample every slice to ``size x size`` (TransUNet ACDC protocol). The image uses
+  bicubic interpolation (anti-aliased when shrinking, clamped to the input range so bicubic overshoot
+  does not invent intensities), a ground-truth label uses nearest-exact. The inverse resamples the
+  per-class scores back with bilinear interpolation and then takes the argmax, which gives smoother
+  and more accurate boundaries than nearest-resizing an argmaxed label map.
+
+Everything needed to invert the geometry is recorded in a `SliceInfo`, so predictions are written back
+on the voxel grid of the input file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emfformer.data.cases import DataError
+
+__all__ = [
+    "PreprocessConfig",
+    "SliceInfo",
+    "normalize_volume",
+    "volume_to_slices",
+    "slices_to_volume",
+    "labels_to_volume",
+]
+
+MODES = ("pad", "resize")
+_INVERSE_CHUNK = 16  # slices resized back at once in resize mode; bounds peak memory for large volumes
+
+
+@dataclass
+class PreprocessConfig:
+    """How volumes become 2D network inputs. Stored in checkpoints via `to_dict`/`from_dict`."""
+
+    size: int = 64  # side of the square 2D network input, in pixels (64 Hippocampus, 224 ACDC)
+    mode: str = "pad"  # "pad": centre pad/crop, no resampling; "resize": resample slice to size x size
+    slice_axis: int = 2  # volume axis that is sliced (0, 1, 2 or negative); ACDC stacks: last axis
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
+
+    def __post_init__(self) -> None:
+        self.clip_percentiles = tuple(float(p) for p in self.clip_percentiles)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` with a clear message if a field is out of range."""
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"PreprocessConfig.size must be a positive int, got {self.size!r}.")
+        if self.mode not in MODES:
+            raise ValueError(f"PreprocessConfig.mode must be one of {MODES}, got {self.mode!r}.")
+        if isinstance(self.slice_axis, bool) or not isinstance(self.slice_axis, int):
+            raise ValueError(f"PreprocessConfig.slice_axis must be an int, got {self.slice_axis!r}.")
+        if not -3 <= self.slice_axis <= 2:
+            raise ValueError(
+                f"PreprocessConfig.slice_axis must be in -3..2 for 3D volumes, got {self.slice_axis}."
+            )
+        lo_hi = self.clip_percentiles
+        if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
+            raise ValueError(
+                "PreprocessConfig.clip_percentiles must be (low, high) with 0 <= low < high <= 100, "
+                f"got {lo_hi!r}; use (0, 100) to disable clipping."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-serialisable dict (tuples become lists)."""
+        d = asdict(self)
+        d["clip_percentiles"] = list(self.clip_percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """Inverse of `to_dict`; unknown keys raise `ValueError` (catches typos in configs)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown PreprocessConfig keys {sorted(unknown)}; known keys: {sorted(known)}.")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """What `volume_to_slices` did to one volume, so that `slices_to_volume` can undo it exactly.
+
+    For each in-plane axis ``i`` (the two axes left after moving ``slice_axis`` to the front), pad mode
+    copies ``length[i] = min(n_i, size)`` pixels from ``crop_start[i]`` in the volume to
+    ``pad_before[i]`` in the slice; at most one of the two offsets is non-zero. In resize mode both
+    offsets are 0 and the scale factors are ``resize_factors``.
+
+    Attributes:
+        original_shape: shape (X, Y, Z) of the input volume.
+        slice_axis: the sliced axis, normalised to 0, 1 or 2.
+        mode: "pad" or "resize".
+        size: side of the square slices.
+        pad_before: pixels of padding before the volume, per in-plane axis (pad mode).
+        crop_start: first volume pixel kept, per in-plane axis (pad mode, volume larger than size).
+    """
+
+    original_shape: tuple[int, int, int]
+    slice_axis: int
+    mode: str
+    size: int
+    pad_before: tuple[int, int] = (0, 0)
+    crop_start: tuple[int, int] = (0, 0)
+
+    @property
+    def num_slices(self) -> int:
+        return self.original_shape[self.slice_axis]
+
+    @property
+    def in_plane_shape(self) -> tuple[int, int]:
+        """(H, W) of one original slice."""
+        h, w = (n for a, n in enumerate(self.original_shape) if a != self.slice_axis)
+        return h, w
+
+    @property
+    def length(self) -> tuple[int, int]:
+        """Pixels copied per in-plane axis in pad mode."""
+        h, w = self.in_plane_shape
+        return min(h, self.size), min(w, self.size)
+
+    @property
+    def resize_factors(self) -> tuple[float, float]:
+        """Output/input scale per in-plane axis in resize mode (1.0 in pad mode)."""
+        if self.mode != "resize":
+            return 1.0, 1.0
+        h, w = self.in_plane_shape
+        return self.size / h, self.size / w
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SliceInfo:
+        return cls(
+            original_shape=tuple(int(n) for n in d["original_shape"]),  # type: ignore[arg-type]
+            slice_axis=int(d["slice_axis"]),
+            mode=str(d["mode"]),
+            size=int(d["size"]),
+            pad_before=tuple(int(n) for n in d["pad_before"]),  # type: ignore[arg-type]
+            crop_start=tuple(int(n) for n in d["crop_start"]),  # type: ignore[arg-type]
+        )
+
+
+def normalize_volume(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Robust per-volume z-score: clip to the volume's percentiles, then standardise.
+
+    Mean and std are those of the clipped volume, so a few hot voxels neither dominate the scale nor
+    survive as extreme values. A constant volume (also one that is constant after clipping) becomes all
+    zeros instead of NaN.
+
+    Args:
+        image: any-shape real array, e.g. (X, Y, Z).
+        cfg: uses ``clip_percentiles``.
+
+    Returns:
+        float32 array of the same shape.
+
+    Raises:
+        DataError: the image is empty or contains NaN/inf.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    if x.size == 0:
+        raise DataError("Cannot normalise an empty image.")
+    if not np.isfinite(x).all():
+        raise DataError("Image contains NaN or inf values; fix or mask the file before training.")
+    lo, hi = np.percentile(x, cfg.clip_percentiles)
+    x = np.clip(x, lo, hi)
+    mean = float(x.mean(dtype=np.float64))
+    std = float(x.std(dtype=np.float64))
+    if std <= 1e-6 * max(1.0, abs(mean)):
+        return np.zeros_like(x)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _pad_crop_offsets(n: int, size: int) -> tuple[int, int]:
+    """(pad_before, crop_start) that centre an axis of length ``n`` in ``size`` pixels."""
+    if n <= size:
+        return (size - n) // 2, 0
+    return 0, (n - size) // 2
+
+
+def volume_to_slices(
+    image: np.ndarray, cfg: PreprocessConfig, label: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, SliceInfo]:
+    """Normalise a volume and cut it into square 2D slices along ``cfg.slice_axis``.
+
+    In pad mode the padding of the image is the minimum of the normalised volume (i.e. looks like the
+    dark background, not like mean tissue) and the label is padded with background 0.
+
+    Args:
+        image: (X, Y, Z) volume.
+        cfg: preprocessing settings.
+        label: optional (X, Y, Z) non-negative integer label volume.
+
+    Returns:
+        slices: float32 (S, 1, size, size), S = size of ``slice_axis``.
+        label_slices: int64 (S, size, size), or ``None`` without a label.
+        info: the `SliceInfo` that `slices_to_volume` / `labels_to_volume` need.
+
+    Raises:
+        ValueError: bad config, image not 3D, or label shape/values invalid.
+    """
+    cfg.validate()
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"volume_to_slices expects a 3D image (X, Y, Z), got shape {image.shape}.")
+    if label is not None:
+        label = np.asarray(label)
+        if label.shape != image.shape:
+            raise ValueError(f"Label shape {label.shape} differs from image shape {image.shape}.")
+        if label.size and label.min() < 0:
+            raise ValueError(f"Labels must be non-negative class indices, found {label.min()}.")
+    axis = cfg.slice_axis % 3
+    size = cfg.size
+    vol = np.moveaxis(normalize_volume(image, cfg), axis, 0)  # (S, H, W)
+    lab = None if label is None else np.moveaxis(label, axis, 0).astype(np.int64)
+    s, h, w = vol.shape
+
+    if cfg.mode == "pad":
+        (p0, c0), (p1, c1) = _pad_crop_offsets(h, size), _pad_crop_offsets(w, size)
+        info = SliceInfo(tuple(image.shape), axis, "pad", size, (p0, p1), (c0, c1))  # type: ignore[arg-type]
+        l0, l1 = info.length
+        slices = np.full((s, 1, size, size), vol.min(), dtype=np.float32)
+        slices[:, 0, p0 : p0 + l0, p1 : p1 + l1] = vol[:, c0 : c0 + l0, c1 : c1 + l1]
+        label_slices = None
+        if lab is not None:
+            label_slices = np.zeros((s, size, size), dtype=np.int64)
+            label_slices[:, p0 : p0 + l0, p1 : p1 + l1] = lab[:, c0 : c0 + l0, c1 : c1 + l1]
+        return slices, label_slices, info
+
+    info = SliceInfo(tuple(image.shape), axis, "resize", size)  # type: ignore[arg-type]
+    t = torch.from_numpy(np.ascontiguousarray(vol))[:, None]  # (S, 1, H, W)
+    if (h, w) != (size, size):
+        shrink = h > size or w > size
+        t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False, antialias=shrink)
+        t = t.clamp_(float(vol.min()), float(vol.max()))
+    label_slices = None
+    if lab is not None:
+        lt = torch.from_numpy(np.ascontiguousarray(lab))[:, None].float()
+        if (h, w) != (size, size):
+            lt = F.interpolate(lt, size=(size, size), mode="nearest-exact")
+        label_slices = lt[:, 0].round().long().numpy()
+    return t.numpy().astype(np.float32, copy=False), label_slices, info
+
+
+def _as_float_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)).float()
+    return x.detach().cpu().float()
+
+
+def slices_to_volume(probs_or_logits: torch.Tensor | np.ndarray, info: SliceInfo) -> np.ndarray:
+    """Turn per-slice class scores back into a label volume on the original voxel grid.
+
+    Pad mode: argmax, then the padding is cropped away exactly. Where the original slice was larger
+    than ``size`` and was centre-cropped, the network never saw the cropped-away border; it is filled
+    with background 0. Resize mode: the scores are resized back with bilinear interpolation, then
+    argmaxed (probabilities or logits both work; they can differ only at near-ties).
+
+    Args:
+        probs_or_logits: (S, C, size, size) scores, C >= 2, S = ``info.num_slices``.
+        info: returned by `volume_to_slices` for this volume.
+
+    Returns:
+        int16 label volume with shape ``info.original_shape``.
+    """
+    scores = _as_float_tensor(probs_or_logits)
+    expected = (info.num_slices, info.size, info.size)
+    if scores.ndim != 4 or (scores.shape[0], *scores.shape[2:]) != expected:
+        raise ValueError(
+            f"Expected scores of shape (S={expected[0]}, C, {info.size}, {info.size}) for this volume, "
+            f"got {tuple(scores.shape)}."
+        )
+    if scores.shape[1] < 2:
+        raise ValueError(f"Need at least 2 class channels to take an argmax, got {scores.shape[1]}.")
+    h, w = info.in_plane_shape
+    if info.mode == "pad":
+        return _uncrop_labels(scores.argmax(dim=1).numpy(), info)
+    out = np.empty((info.num_slices, h, w), dtype=np.int16)
+    for i in range(0, info.num_slices, _INVERSE_CHUNK):
+        chunk = scores[i : i + _INVERSE_CHUNK]
+        if (h, w) != (info.size, info.size):
+            chunk = F.interpolate(chunk, size=(h, w), mode="bilinear", align_corners=False)
+        out[i : i + _INVERSE_CHUNK] = chunk.argmax(dim=1).numpy()
+    return np.ascontiguousarray(np.moveaxis(out, 0, info.slice_axis))
+
+
+def _uncrop_labels(label_slices: np.ndarray, info: SliceInfo) -> np.ndarray:
+    """Pad-mode inverse on a (S, size, size) label array -> int16 volume with the original shape."""
+    h, w = info.in_plane_shape
+    (p0, p1), (c0, c1), (l0, l1) = info.pad_before, info.crop_start, info.length
+    out = np.zeros((info.num_slices, h, w), dtype=np.int16)
+    out[:, c0 : c0 + l0, c1 : c1 + l1] = label_slices[:, p0 : p0 + l0, p1 : p1 + l1]
+    return np.ascontiguousarray(np.moveaxis(out, 0, info.slice_axis))
+
+
+def labels_to_volume(label_slices: torch.Tensor | np.ndarray, info: SliceInfo) -> np.ndarray:
+    """Put (S, size, size) integer label slices back on the original grid (int16, original shape).
+
+    Pad mode copies the labels back exactly. Resize mode one-hot encodes them and goes through
+    `slices_to_volume`, i.e. exactly the path a prediction takes.
+    """
+    labels = label_slices.detach().cpu().numpy() if isinstance(label_slices, torch.Tensor) else label_slices
+    labels = np.asarray(labels)
+    expected = (info.num_slices, info.size, info.size)
+    if labels.shape != expected:
+        raise ValueError(f"Expected label slices of shape {expected}, got {labels.shape}.")
+    if info.mode == "pad":
+        return _uncrop_labels(labels, info)
+    lt = torch.from_numpy(labels.astype(np.int64))
+    num_classes = max(int(lt.max()) + 1, 2) if lt.numel() else 2
+    one_hot = F.one_hot(lt, num_classes).permute(0, 3, 1, 2).float()
+    return slices_to_volume(one_hot, info)

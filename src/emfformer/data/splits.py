@@ -1,0 +1,166 @@
+"""Deterministic case splits for folder datasets (e.g. Task04_Hippocampus): a fixed held-out test part
+plus k train/val folds of the rest, stored as JSON next to the experiment so every run reuses it.
+
+JSON format::
+
+    {"seed": 0, "n_folds": 5, "test_fraction": 0.2,
+     "test": [...],
+     "folds": [{"train": [...], "val": [...]}, ...]}
+
+``n_folds=1`` means a single train/val split whose validation part holds 20 % of the non-test cases
+(the size of one fold of a 5-fold split). ACDC uses its published patient split instead
+(`emfformer.data.acdc.acdc_split`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from emfformer.data.cases import DataError, write_text_atomic
+
+__all__ = ["make_splits", "load_or_create_splits", "get_split", "SPLIT_PARTS"]
+
+SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+_SINGLE_SPLIT_VAL_FRACTION = 0.2
+
+
+def make_splits(
+    case_ids: list[str], n_folds: int = 5, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, Any]:
+    """Split case ids into a held-out test part and ``n_folds`` train/val folds of the rest.
+
+    The ids are sorted before a seeded shuffle (Python's ``random.Random``), so the result depends only
+    on the set of ids, ``n_folds``, ``test_fraction`` and ``seed``. Fold ``i`` validates on every
+    ``n_folds``-th remaining case starting at ``i``; the val parts are disjoint and cover the non-test
+    cases. All lists are sorted.
+
+    Args:
+        case_ids: unique case ids.
+        n_folds: number of folds, >= 1 (1 = a single train/val split with 20 % validation).
+        test_fraction: share of cases held out for testing, in [0, 1); 0 gives an empty test part,
+            otherwise at least one case.
+        seed: shuffle seed.
+
+    Returns:
+        ``{"seed", "n_folds", "test_fraction", "test": [...], "folds": [{"train": [...], "val": [...]}]}``.
+
+    Raises:
+        ValueError: bad arguments, duplicate ids, or too few cases for the folds.
+
+    Example:
+        >>> s = make_splits([f"c{i}" for i in range(10)], n_folds=2, test_fraction=0.2)
+        >>> len(s["test"]), len(s["folds"][0]["train"]), len(s["folds"][0]["val"])
+        (2, 4, 4)
+    """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}.")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+    ids = sorted(case_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"case_ids contain duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:10]}.")
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    n_test = max(1, round(test_fraction * len(ids))) if test_fraction > 0 else 0
+    test, rest = ids[:n_test], ids[n_test:]
+    if len(rest) < max(n_folds, 2):
+        raise ValueError(
+            f"{len(ids)} cases leave {len(rest)} for training after the test part; "
+            f"need at least {max(n_folds, 2)} for n_folds={n_folds}."
+        )
+    if n_folds == 1:
+        n_val = max(1, round(_SINGLE_SPLIT_VAL_FRACTION * len(rest)))
+        val_parts = [rest[:n_val]]
+    else:
+        val_parts = [rest[i::n_folds] for i in range(n_folds)]
+    folds = [{"train": sorted(set(rest) - set(val)), "val": sorted(val)} for val in val_parts]
+    return {
+        "seed": seed,
+        "n_folds": n_folds,
+        "test_fraction": test_fraction,
+        "test": sorted(test),
+        "folds": folds,
+    }
+
+
+def _validate(splits: Any, path: Path) -> dict[str, Any]:
+    """Check the structure of a loaded split file; raise DataError naming ``path`` otherwise."""
+    hint = "Delete it to create a new split, or restore the original file."
+    if not isinstance(splits, dict) or not isinstance(splits.get("folds"), list) or "test" not in splits:
+        raise DataError(f"{path} is not a split file (needs 'test' and 'folds'). {hint}")
+    test = set(splits["test"])
+    for i, fold in enumerate(splits["folds"]):
+        if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
+            raise DataError(f"{path}: fold {i} needs 'train' and 'val' lists. {hint}")
+        train, val = set(fold["train"]), set(fold["val"])
+        if train & val or (train | val) & test:
+            raise DataError(f"{path}: fold {i} has overlapping train/val/test cases. {hint}")
+    if not splits["folds"]:
+        raise DataError(f"{path} holds no folds. {hint}")
+    splits.setdefault("n_folds", len(splits["folds"]))
+    return splits
+
+
+def _all_ids(splits: dict[str, Any]) -> set[str]:
+    ids = set(splits["test"])
+    for fold in splits["folds"]:
+        ids |= set(fold["train"]) | set(fold["val"])
+    return ids
+
+
+def load_or_create_splits(
+    path: Path, case_ids: list[str], n_folds: int = 5, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, Any]:
+    """Reuse the split file at ``path`` if it exists, else create it with `make_splits` and write it
+    atomically.
+
+    An existing file wins over the arguments (like nnU-Net's ``splits_final.json``): its recorded
+    ``n_folds``/``seed`` are kept, and cases absent from it (added later) are in no part.
+
+    Args:
+        path: JSON file, e.g. ``<run_dir>/splits.json``.
+        case_ids: the ids present in the dataset now.
+        n_folds, test_fraction, seed: passed to `make_splits` when the file is created.
+
+    Raises:
+        DataError: the file is malformed, or names cases that are not in ``case_ids`` (stale file).
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            splits = _validate(json.loads(path.read_text(encoding="utf-8")), path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path} is not valid JSON: {exc}. Delete it to create a new split.") from exc
+        stale = sorted(_all_ids(splits) - set(case_ids))
+        if stale:
+            raise DataError(
+                f"Split file {path} names {len(stale)} case(s) that are not in the dataset "
+                f"(e.g. {stale[:5]}). Is --data pointing to the right folder? If the dataset changed on "
+                "purpose, delete the split file to create a new one."
+            )
+        return splits
+    splits = make_splits(case_ids, n_folds=n_folds, test_fraction=test_fraction, seed=seed)
+    write_text_atomic(path, json.dumps(splits, indent=2) + "\n")
+    return splits
+
+
+def get_split(splits: dict[str, Any], fold: int, part: str) -> list[str]:
+    """The case ids of one part of one fold (``test`` is the same for every fold).
+
+    Args:
+        splits: from `make_splits` / `load_or_create_splits`.
+        fold: 0 <= fold < number of folds.
+        part: ``"train"``, ``"val"`` or ``"test"``.
+
+    Raises:
+        ValueError: unknown part or fold out of range.
+    """
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"part must be one of {SPLIT_PARTS}, got {part!r}.")
+    n = len(splits["folds"])
+    if not 0 <= fold < n:
+        raise ValueError(f"fold must be in 0..{n - 1} for this split file, got {fold}.")
+    return list(splits["test"]) if part == "test" else list(splits["folds"][fold][part])
