@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from emfformer.data.cases import write_text_atomic
+from emfformer.io import atomic_write_text
 
 DEFAULT_SEED = 2017
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "emfformer" / "splits" / "acdc_split.json"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the per-group shuffle")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the split JSON")
     args = parser.parse_args(argv)
-    write_text_atomic(args.out, json.dumps(make_split(args.seed), indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(make_split(args.seed), indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -12,15 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json"]
+import nibabel as nib
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_nifti"]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temp path beside ``path``, then rename it onto ``path``."""
+def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+    """Call ``write(tmp_path)`` on a temp path beside ``path``, then rename it onto ``path``.
+
+    ``suffix`` ends the temp name, for writers that pick the format from it (``.nii.gz``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs should be readable like normal files
     try:
         write(Path(tmp))
         with open(tmp, "rb") as f:
@@ -35,6 +41,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, no newline translation) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
+
+
+def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
+    """Save a NIfTI image atomically; the format (``.nii`` / ``.nii.gz``) follows ``path``'s suffix."""
+    name = Path(path).name
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), suffix=suffix)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

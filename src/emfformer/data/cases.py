@@ -7,15 +7,13 @@ training, evaluation, prediction) only sees `Case` and `Volume`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError", "save_nifti", "write_text_atomic"]
+__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError"]
 
 
 class DataError(ValueError):
@@ -108,36 +106,3 @@ def load_volume(case: Case) -> Volume:
         label = np.rint(raw).astype(np.int16)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return Volume(case.case_id, image, label, img.affine.copy(), img.header.copy(), zooms)  # type: ignore[arg-type]
-
-
-def _atomic_target(path: Path, suffix: str) -> tuple[int, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; data files should be readable like normal ones
-    return fd, Path(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    fd, tmp = _atomic_target(Path(path), ".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_nifti(img: nib.Nifti1Image, path: Path) -> None:
-    """Save a NIfTI image atomically; the format (``.nii`` / ``.nii.gz``) follows ``path``'s suffix."""
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = _atomic_target(path, suffix)
-    os.close(fd)
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from emfformer.data.cases import Case, DataError, load_volume
 from emfformer.data.preprocess import PreprocessConfig, SliceInfo, volume_to_slices
+from emfformer.io import atomic_write
 
 __all__ = [
     "SliceArrays",
@@ -97,7 +97,7 @@ def cache_key(cases: Sequence[Case], cfg: PreprocessConfig, dtype: np.dtype) -> 
 
 
 def _save_npz(path: Path, arrays: SliceArrays) -> None:
-    """Write atomically: a temp file in the same folder, then `os.replace`."""
+    """Write the arrays as one uncompressed ``.npz``, atomically."""
     data: dict[str, np.ndarray] = {
         "images": arrays.images,
         "case_index": arrays.case_index,
@@ -107,15 +107,12 @@ def _save_npz(path: Path, arrays: SliceArrays) -> None:
     }
     if arrays.labels is not None:
         data["labels"] = arrays.labels
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache may be shared like the data
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **data)  # uncompressed: loads at disk speed
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _load_npz(path: Path) -> SliceArrays:

@@ -19,7 +19,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from emfformer.data.cases import DataError, write_text_atomic
+from emfformer.data.cases import DataError
+from emfformer.io import atomic_write_text
 
 __all__ = ["make_splits", "load_or_create_splits", "get_split", "SPLIT_PARTS"]
 
@@ -143,7 +144,7 @@ def load_or_create_splits(
             )
         return splits
     splits = make_splits(case_ids, n_folds=n_folds, test_fraction=test_fraction, seed=seed)
-    write_text_atomic(path, json.dumps(splits, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(splits, indent=2) + "\n")
     return splits
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from emfformer.data.cases import save_nifti, write_text_atomic
+from emfformer.io import atomic_write_text, save_nifti
 
 __all__ = ["write_acdc_phantoms", "write_msd_phantoms", "phantom_acdc_group"]
 
@@ -150,7 +150,7 @@ def _write_acdc_patient(
         f"ED: 1\nES: {es}\nGroup: {phantom_acdc_group(patient)}\n"
         f"Height: {rng.uniform(150, 195):.1f}\nNbFrame: {n_frames}\nWeight: {rng.uniform(50, 110):.1f}\n"
     )
-    write_text_atomic(folder / "Info.cfg", info)
+    atomic_write_text(folder / "Info.cfg", info)
 
 
 def write_acdc_phantoms(
@@ -265,5 +265,5 @@ def write_msd_phantoms(
         "training": training,
         "test": [],
     }
-    write_text_atomic(root / "dataset.json", json.dumps(meta, indent=4) + "\n")
+    atomic_write_text(root / "dataset.json", json.dumps(meta, indent=4) + "\n")
     return root
