@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "load_config", "apply_overrides"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+]
 
 
 @dataclass
@@ -116,6 +124,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def config_from_dict(saved: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Rebuild a RunConfig from ``RunConfig.to_dict()`` output (e.g. a checkpoint's), then ``overrides``."""
+    cfg = apply_overrides(RunConfig(), _flatten(saved))
+    if overrides:
+        apply_overrides(cfg, overrides)
+    _validate(cfg)
+    return cfg
 
 
 def load_config(

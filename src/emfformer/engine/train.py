@@ -28,7 +28,7 @@ from ..io import atomic_write_text
 from ..metrics import case_metrics, summarize
 from ..models import create_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig, apply_overrides
+from .config import RunConfig, config_from_dict
 from .history import write_history
 from .inference import autocast, predict_volume
 from .losses import SegLoss
@@ -108,8 +108,7 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
     if resume:
         out_dir = cfg.out_dir
         state = load_checkpoint(Path(out_dir) / "last.pt")
-        cfg = RunConfig()
-        _restore_config(cfg, state["config"], resume_overrides or [])
+        cfg = config_from_dict(state["config"], resume_overrides)
         cfg.out_dir = out_dir  # the folder may have been moved since
     run_dir = _prepare_run_dir(cfg, resume)
     seed_everything(cfg.seed)
@@ -239,15 +238,3 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
     if not (run_dir / "best.pt").exists():  # no validation ever gave a finite metric
         save_checkpoint(run_dir / "best.pt", load_checkpoint(run_dir / "last.pt"))
     return run_dir
-
-
-def _restore_config(cfg: RunConfig, saved: dict[str, Any], overrides: list[str]) -> None:
-    flat: dict[str, Any] = {}
-    for section, values in saved.items():
-        if isinstance(values, dict):
-            flat.update({f"{section}.{k}": v for k, v in values.items()})
-        else:
-            flat[section] = values
-    apply_overrides(cfg, flat)
-    if overrides:
-        apply_overrides(cfg, overrides)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job: set up, find the Hippocampus data, train EMF-former-S, evaluate it on the held-out
+# test cases (3D Dice / IoU / HD95), predict one test case with overlays, and print where it all is.
+#
+#   bash scripts/main_job.sh [--data DIR]
+#
+# Data: --data DIR, else $EMFFORMER_DATA, else the cache (~/.cache/emfformer/Task04_Hippocampus),
+# else it downloads the official MSD archive (needs internet; offline it stops with a clear message).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_ARG=()
+if [ "${1:-}" = "--data" ]; then DATA_ARG=(--data "$2"); fi
+START=$(date +%s)
+bash scripts/setup.sh
+EMF=.venv/bin/emfformer
+PY=.venv/bin/python
+
+DATA=$($PY - "${DATA_ARG[@]:1}" <<'PYEOF' || true
+import sys
+from emfformer.data.locate import resolve_data_dir
+try:
+    print(resolve_data_dir("hippocampus", sys.argv[1] if len(sys.argv) > 1 else None))
+except Exception:
+    pass
+PYEOF
+)
+if [ -z "$DATA" ]; then
+  echo "No Hippocampus data found locally: downloading the official MSD archive into the cache..."
+  $EMF download hippocampus
+  DATA=$($PY -c "from emfformer.data.locate import resolve_data_dir; print(resolve_data_dir('hippocampus'))")
+fi
+echo "Data: $DATA"
+
+RUN="runs/main_job_$(date +%Y%m%d_%H%M%S)"
+$EMF train --config configs/main_job.yaml --data "$DATA" --out "$RUN"
+$EMF evaluate --checkpoint "$RUN/best.pt" --part test
+CASE=$($PY -c "import json,sys; print(json.load(open('$RUN/splits.json'))['test'][0])")
+$EMF predict -i "$DATA/imagesTr/$CASE.nii.gz" -o "$RUN/predictions" --checkpoint "$RUN/best.pt" --overlays
+
+echo
+echo "=== main job done in $(( $(date +%s) - START )) s ==="
+echo "Run folder:        $RUN"
+echo "  curves:          $RUN/curves.png   log: $RUN/log.csv   config+seed: $RUN/config.yaml"
+echo "  test metrics:    $RUN/eval_test/summary.md  (per case: $RUN/eval_test/per_case.csv)"
+echo "  prediction:      $RUN/predictions/$CASE.nii.gz   overlay: $RUN/predictions/overlays/$CASE.png"
+echo "Go further: longer training  -> .venv/bin/emfformer train --config configs/hippocampus.yaml --data $DATA"
+echo "            other models     -> .venv/bin/emfformer models;  add --model unet"
+echo "            efficiency bench -> .venv/bin/emfformer bench --out runs/bench"

@@ -1,0 +1,181 @@
+"""The ``emfformer`` command: thin parsers that validate and call the importable engine functions.
+
+emfformer train     --config configs/hippocampus.yaml [--data DIR] [--set optim.lr=1e-3 ...]
+emfformer evaluate  --checkpoint RUN/best.pt [--part test]
+emfformer predict   -i FILE_OR_DIR -o DIR --checkpoint RUN/best.pt [--overlays]
+emfformer download  hippocampus|acdc --to DIR
+emfformer bench     [--models ...] [--out DIR]
+emfformer models
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from .data.cases import DataError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("emfformer")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine.config import load_config
+    from .engine.train import run_training
+
+    overrides = list(args.set or [])
+    for flag, key in (
+        ("data", "data.data_dir"),
+        ("model", "model.name"),
+        ("epochs", "optim.epochs"),
+        ("out", "out_dir"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("threads", "threads"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out RUN_DIR (the run folder holding last.pt)")
+        cfg = load_config(None, [f"out_dir={args.out}"])
+        run_dir = run_training(
+            cfg, resume=True, resume_overrides=[o for o in overrides if not o.startswith("out_dir=")]
+        )
+    else:
+        run_dir = run_training(load_config(args.config, overrides))
+    print(f"Run folder: {run_dir} (best.pt, last.pt, log.csv, curves.png, config.yaml, splits.json)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .engine.evaluate import run_evaluation
+
+    s = run_evaluation(
+        args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16
+    )
+    print(
+        f"fg Dice {100 * s['mean_dice_fg']:.2f} %, fg mIoU {100 * s['miou_fg']:.2f} %, HD95 {s['hd95_fg_mm']:.2f} mm"
+    )
+    print(f"Report: {s['out_dir']}/summary.md")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine.predict import run_prediction
+
+    written = run_prediction(args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16)
+    print(f"Wrote {len(written)} label file(s) to {args.output}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .data.download import download_dataset
+    from .data.locate import default_cache_dir
+
+    path = download_dataset(args.dataset, args.to or default_cache_dir(), url=args.url, md5=args.md5)
+    print(f"Dataset ready: {path}  (use --data {path} or set EMFFORMER_DATA={path})")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import create_model, list_models
+
+    for name in list_models():
+        n = sum(p.numel() for p in create_model(name).parameters())
+        print(f"{name:22s} {n / 1e6:8.3f} M params")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .engine.bench import run_from_args
+
+    return run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emfformer", description="EMF-former for 2D medical image segmentation"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    p = sub.add_parser("train", help="train a model (YAML config < flags < --set)")
+    p.add_argument("--config", help="YAML config, e.g. configs/hippocampus.yaml")
+    p.add_argument("--data", help="dataset folder (default: $EMFFORMER_DATA, then the cache)")
+    p.add_argument("--model", help="model name (see `emfformer models`)")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--seed", type=int, help="random seed (recorded in config.yaml)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--set", nargs="+", metavar="KEY=VALUE", help="any config key, e.g. optim.lr=1e-3 data.size=224"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    commands["train"] = _train
+
+    p = sub.add_parser("evaluate", help="Dice / IoU / HD95 (mm) of a checkpoint on 3D volumes")
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    p.add_argument("--part", default="test", choices=["train", "val", "test", "external_test"])
+    p.add_argument("--data", help="dataset folder (default: the one used in training)")
+    p.add_argument("--out", help="report folder (default: RUN/eval_<part>)")
+    p.add_argument("--splits", help="split JSON (default: RUN/splits.json)")
+    p.add_argument("--max-cases", type=int, help="only the first N cases")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    commands["evaluate"] = _evaluate
+
+    p = sub.add_parser("predict", help="segment NIfTI volumes; outputs keep names, shape, affine, header")
+    p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz file or a folder of them")
+    p.add_argument("-o", "--output", required=True, help="output folder for the label files")
+    p.add_argument("--checkpoint", required=True, help="best.pt of a run")
+    p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    commands["predict"] = _predict
+
+    p = sub.add_parser("download", help="download and verify an official dataset archive")
+    p.add_argument("dataset", choices=["hippocampus", "acdc"])
+    p.add_argument("--to", help="target folder (default: the cache, ~/.cache/emfformer or $EMFFORMER_CACHE)")
+    p.add_argument("--url", help="another URL/mirror of the same archive")
+    p.add_argument("--md5", help="expected MD5 of the archive at --url")
+    commands["download"] = _download
+
+    p = sub.add_parser("bench", help="params, FLOPs, memory, latency side by side")
+    from .engine.bench import add_arguments
+
+    add_arguments(p)
+    commands["bench"] = _bench
+
+    sub.add_parser("models", help="list the registered models and their parameters")
+    commands["models"] = _models
+    parser.set_defaults(_commands=commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``emfformer`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args._commands[args.command](args)
+    except (DataError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"emfformer {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Prediction: NIfTI file(s) in -> label NIfTI(s) out, same names, shape, affine and header.
+
+All inputs are checked before anything is written (no partial output on bad input); each output is
+written atomically. Optional PNG overlays show the image with the predicted labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.cases import Case, DataError, load_volume
+from ..io import atomic_write, save_nifti
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .inference import predict_volume
+from .train import resolve_device
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["find_inputs", "run_prediction", "save_overlay"]
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
+
+
+def find_inputs(inputs: str | Path) -> list[Path]:
+    """A NIfTI file, or every ``.nii``/``.nii.gz`` file directly inside a folder (sorted).
+
+    Raises:
+        DataError: the path does not exist, is not NIfTI, or the folder holds no NIfTI file.
+    """
+    path = Path(inputs)
+    if path.is_file():
+        if not path.name.endswith(NIFTI_SUFFIXES):
+            raise DataError(f"{path} is not a NIfTI file (.nii or .nii.gz).")
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+        if not files:
+            raise DataError(f"No .nii/.nii.gz files in folder {path}.")
+        return files
+    raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
+
+
+def save_overlay(
+    image: np.ndarray, labels: np.ndarray, path: Path, num_classes: int, slice_axis: int = 2
+) -> None:
+    """PNG of up to 3 slices (those with the most foreground) with the labels drawn over the image."""
+    img, lab = np.moveaxis(image, slice_axis, 0), np.moveaxis(labels, slice_axis, 0)
+    fg = lab.reshape(len(lab), -1).astype(bool).sum(1)
+    picks = sorted(np.argsort(fg)[::-1][:3].tolist()) if fg.any() else [len(lab) // 2]
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
+    cmap = plt.get_cmap("tab10", max(num_classes, 2))
+    for ax, k in zip(axes[0], picks, strict=True):
+        ax.imshow(img[k].T, cmap="gray", origin="lower")
+        masked = np.ma.masked_equal(lab[k].T, 0)
+        ax.imshow(masked, cmap=cmap, vmin=0, vmax=max(num_classes - 1, 1), alpha=0.45, origin="lower")
+        ax.set_title(f"slice {k}")
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
+def run_prediction(
+    inputs: str | Path,
+    out_dir: str | Path,
+    checkpoint: str | Path,
+    overlays: bool = False,
+    device: str = "auto",
+    bf16: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Segment every input volume with ``checkpoint``; returns the written label files.
+
+    Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
+    With ``overlays``, PNGs go to ``out_dir/overlays/<name>.png``.
+
+    Raises:
+        DataError: an input is missing, unreadable or not a 3D volume (nothing is written then).
+        ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten).
+    """
+    files = find_inputs(inputs)
+    out = Path(out_dir)
+    if any(f.parent.resolve() == out.resolve() for f in files):
+        raise ValueError(
+            f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."
+        )
+    state = load_checkpoint(checkpoint)
+    model, preprocess = model_from_checkpoint(state)
+    model.to(resolve_device(device))
+    num_classes = len(state["class_names"])
+    # check every input before writing anything
+    volumes = [
+        load_volume(Case(_case_id(f), f)) for f in tqdm(files, desc="check inputs", disable=not progress)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f, vol in tqdm(list(zip(files, volumes, strict=True)), desc="predict", disable=not progress):
+        with torch.inference_mode():
+            labels, _ = predict_volume(model, vol.image, preprocess, bf16=bf16)
+        header = vol.header.copy()
+        dtype = np.uint8 if num_classes <= 256 else np.int16
+        header.set_data_dtype(dtype)
+        header.set_slope_inter(1, 0)
+        img = nib.Nifti1Image(labels.astype(dtype), vol.affine, header)
+        written.append(save_nifti(img, out / f.name))
+        if overlays:
+            save_overlay(
+                vol.image, labels, out / "overlays" / f"{_case_id(f)}.png", num_classes, preprocess.slice_axis
+            )
+    log.info("wrote %d label file(s) to %s", len(written), out)
+    return written
