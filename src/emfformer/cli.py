@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, flag)
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.insert(0, f"{key}={value}")  # before the --set items: --set wins (README)
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR (the run folder holding last.pt)")
@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument(
-        "--set", nargs="+", metavar="KEY=VALUE", help="any config key, e.g. optim.lr=1e-3 data.size=224"
+        "--set",
+        nargs="+",
+        action="extend",  # repeated --set flags add up instead of replacing each other
+        metavar="KEY=VALUE",
+        help="any config key, e.g. optim.lr=1e-3 data.size=224",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     commands["train"] = _train

@@ -1,7 +1,7 @@
 """Self-describing checkpoints (nanoGPT style): everything predict/evaluate need to rebuild the model.
 
-Contents: ``model`` (state_dict), ``optimizer``, ``scheduler_step``, ``model_name``, ``model_kwargs``
-(incl. in_channels / num_classes), ``preprocess`` (PreprocessConfig dict), ``class_names``,
+Contents: ``model`` / ``optimizer`` / ``scheduler`` (state dicts), ``rng``, ``history``, ``model_kwargs``
+(incl. in_channels / num_classes), ``model_name``, ``preprocess`` (PreprocessConfig dict), ``class_names``,
 ``dataset``, ``config`` (the resolved RunConfig), ``epoch``, ``metric`` / ``best_metric``, ``seed``,
 ``emfformer_version``.
 """

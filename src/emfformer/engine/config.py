@@ -6,11 +6,16 @@ Models never see these objects: the engine turns them into plain kwargs (``creat
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..data.locate import DATASETS
+from ..models import list_models
 
 __all__ = [
     "DataConfig",
@@ -35,7 +40,7 @@ class DataConfig:
     test_fraction: float = 0.2  # held-out test part of folder datasets, fixed for all folds
     keep_empty: float = 1.0  # fraction of all-background training slices kept
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
-    cache_dir: str | None = None  # preprocessed-slice cache; None -> <run dir>/../.cache
+    cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
 
 
@@ -105,6 +110,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str]) -> Ru
         if dataclasses.is_dataclass(target) and not hasattr(target, key):
             valid = ", ".join(f.name for f in dataclasses.fields(target))
             raise ValueError(f"Unknown config key {dotted!r}; valid keys here: {valid}")
+        if not (dataclasses.is_dataclass(target) or isinstance(target, dict)):
+            raise ValueError(f"{'.'.join(path)!r} is a value, not a section: cannot set {dotted!r}")
         if dataclasses.is_dataclass(getattr(target, key, None)):
             if not isinstance(value, dict):
                 raise ValueError(f"{dotted!r} is a section; give a mapping or set its keys one by one")
@@ -112,8 +119,31 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str]) -> Ru
         elif isinstance(target, dict):
             target[key] = value
         else:
-            setattr(target, key, value)
+            setattr(target, key, _check_type(type(target), key, value, dotted))
     return cfg
+
+
+def _check_type(cls: type, key: str, value: Any, dotted: str) -> Any:
+    """Return ``value`` converted to the annotated type of ``cls.key``; ValueError when it does not fit."""
+    expected = typing.get_type_hints(cls)[key]
+    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    for t in options:
+        if t is type(None) and value is None:
+            return None
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and not isinstance(value, bool):
+            if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+                return int(value)
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        origin = typing.get_origin(t) or t
+        if origin in (dict, tuple) and isinstance(value, dict | list | tuple):
+            return tuple(value) if origin is tuple else value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
+    raise ValueError(f"Config key {dotted!r} must be {names}, got {value!r}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -174,6 +204,11 @@ def _validate(cfg: RunConfig) -> None:
         (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
         (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+        (
+            cfg.model.name in list_models(),
+            f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}",
+        ),
+        (cfg.data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}"),
     ]
     for ok, msg in checks:
         if not ok:

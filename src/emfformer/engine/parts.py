@@ -12,6 +12,7 @@ from pathlib import Path
 from ..data.acdc import acdc_split, read_acdc
 from ..data.cases import Case, DataError, DatasetInfo
 from ..data.locate import read_dataset, resolve_data_dir
+from ..data.msd import check_msd_dataset
 from ..data.splits import get_split, load_or_create_splits
 from .config import DataConfig
 
@@ -22,10 +23,12 @@ log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test", "external_test")
 
 
-def load_dataset(data: DataConfig, check: bool = True) -> DatasetInfo:
-    """Find the dataset folder (``data.data_dir`` > $EMFFORMER_DATA > cache) and read it."""
-    root = resolve_data_dir(data.dataset, data.data_dir)
-    return read_dataset(data.dataset, root, check=check)
+def load_dataset(data: DataConfig, check: bool = True, progress: bool = True) -> DatasetInfo:
+    """Find the dataset folder (``data.data_dir`` > $EMFFORMER_DATA > cache), read and check it."""
+    info = read_dataset(data.dataset, resolve_data_dir(data.dataset, data.data_dir), check=False)
+    if check:
+        check_msd_dataset(info, progress=progress)
+    return info
 
 
 def select_cases(info: DatasetInfo, data: DataConfig, part: str, splits_file: Path, seed: int) -> list[Case]:

@@ -117,7 +117,7 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
     device = resolve_device(cfg.device)
 
     # 1) data: cases, preprocessed slices (cached), validation volumes
-    info = load_dataset(cfg.data)
+    info = load_dataset(cfg.data, progress=cfg.progress)
     splits_file = run_dir / "splits.json"
     train_cases = select_cases(info, cfg.data, "train", splits_file, cfg.seed)
     val_cases = select_cases(info, cfg.data, "val", splits_file, cfg.seed)
@@ -171,7 +171,11 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
         if transform is not None:
             transform.set_random_state(cfg.seed * 100_003 + epoch)
         loader = DataLoader(
-            dataset, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, generator=generator
+            dataset,
+            batch_size=cfg.optim.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) > cfg.optim.batch_size,  # fewer slices than a batch: one smaller batch
+            generator=generator,
         )
         model.train()
         t0, losses = time.perf_counter(), []

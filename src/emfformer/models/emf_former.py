@@ -32,7 +32,12 @@ TOTAL_STRIDE = 16
 
 
 class ConvBlock(nn.Module):
-    """Residual convolution block: x + ls * ConvUnit(x). (B, C, H, W) -> (B, C, H, W)."""
+    """Residual convolution block: x + ConvUnit(x). (B, C, H, W) -> (B, C, H, W).
+
+    The unit ends in BatchNorm, so its affine weight *is* the layer scale: it is initialised to
+    ``layer_scale_init`` instead of multiplying by a separate LayerScale (same function, one saved
+    activation less per block in training).
+    """
 
     def __init__(
         self,
@@ -45,10 +50,11 @@ class ConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.unit = make_conv_unit(conv, dim, dim, groups=groups, expansion=expansion, shuffle=shuffle)
-        self.ls = LayerScale2d(dim, layer_scale_init)
+        last_norm = [m for m in self.unit.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+        nn.init.constant_(last_norm.weight, layer_scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.ls(self.unit(x))
+        return x + self.unit(x)
 
 
 class EMFBlock(nn.Module):
@@ -86,6 +92,13 @@ class EMFBlock(nn.Module):
         return x
 
 
+def _run_blocks(blocks: nn.ModuleList | list[nn.Module], x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    for blk in blocks:
+        # activation recomputation: keep only each block's input, rerun the block in backward
+        x = checkpoint(blk, x, use_reentrant=False) if recompute else blk(x)
+    return x
+
+
 class EncoderStage(nn.Module):
     """Optional stride-2 3x3 conv (C_in -> C) then ``blocks``. (B, C_in, H, W) -> (B, C, H/s, W/s)."""
 
@@ -96,11 +109,7 @@ class EncoderStage(nn.Module):
         self.grad_checkpoint = grad_checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        for blk in self.blocks:
-            # activation recomputation trades compute for memory in training
-            x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpoint and self.training else blk(x)
-        return x
+        return _run_blocks(self.blocks, self.downsample(x), self.grad_checkpoint and self.training)
 
 
 class DecoderStage(nn.Module):
@@ -109,14 +118,17 @@ class DecoderStage(nn.Module):
     Shapes: deep (B, C_deep, H, W), skip (B, C, 2H, 2W) -> (B, C, 2H, 2W).
     """
 
-    def __init__(self, deep_channels: int, channels: int, blocks: list[nn.Module]) -> None:
+    def __init__(
+        self, deep_channels: int, channels: int, blocks: list[nn.Module], grad_checkpoint: bool = False
+    ) -> None:
         super().__init__()
         self.reduce = ConvNorm(deep_channels, channels, 1)
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.ModuleList(blocks)
+        self.grad_checkpoint = grad_checkpoint
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(self.reduce(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.blocks(up + skip)
+        return _run_blocks(self.blocks, up + skip, self.grad_checkpoint and self.training)
 
 
 class EMFFormer(nn.Module):
@@ -138,7 +150,7 @@ class EMFFormer(nn.Module):
         groups: groups of DSPConv's pointwise convs.
         expansion: hidden expansion inside DSPConv.
         layer_scale_init: initial residual-branch scale.
-        grad_checkpoint: recompute transformer-block activations in backward (saves training memory).
+        grad_checkpoint: recompute every block's activations in backward (training memory down, time up).
 
     Shapes: (B, in_channels, H, W) -> raw logits (B, num_classes, H, W); H and W must be multiples of 16.
 
@@ -194,7 +206,7 @@ class EMFFormer(nn.Module):
             ]
             self.stages.append(EncoderStage(ConvNorm(c_in, c, 3, stride=2), blocks, grad_checkpoint))
         self.decoder = nn.ModuleList(
-            DecoderStage(deep, c, [ConvBlock(c, **conv_kw) for _ in range(decoder_depth)])
+            DecoderStage(deep, c, [ConvBlock(c, **conv_kw) for _ in range(decoder_depth)], grad_checkpoint)
             for deep, c in ((c4, c3), (c3, c2), (c2, c1))
         )
         self.head = nn.Sequential(ConvNormAct(c1, c1, 3, groups=c1), nn.Conv2d(c1, num_classes, 1))

@@ -8,10 +8,22 @@ from typing import Any
 
 from torch import nn
 
-from . import baselines
 from .emf_former import emf_former
 
 __all__ = ["MODELS", "create_model", "list_models", "min_input_multiple"]
+
+
+def _baseline(name: str) -> Callable[..., nn.Module]:
+    """Factory that imports MONAI only when a baseline is built (keeps `import emfformer` light)."""
+
+    def build(**kwargs: Any) -> nn.Module:
+        from . import baselines
+
+        return getattr(baselines, name)(**kwargs)
+
+    build.__name__ = name
+    return build
+
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "emf_former_t": partial(emf_former, "tiny"),
@@ -20,9 +32,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "emf_former_t_twin": partial(emf_former, "tiny", twin=True),
     "emf_former_s_twin": partial(emf_former, "small", twin=True),
     "emf_former_b_twin": partial(emf_former, "base", twin=True),
-    "unet": baselines.unet,
-    "unetr": baselines.unetr,
-    "swin_unetr": baselines.swin_unetr,
+    "unet": _baseline("unet"),
+    "unetr": _baseline("unetr"),
+    "swin_unetr": _baseline("swin_unetr"),
 }
 
 # The side length an input must be a multiple of; UNETR additionally needs exactly its img_size.

@@ -1,0 +1,227 @@
+"""run_prediction: label files keep the input geometry; bad input writes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from emfformer.data.cases import Case, DataError, load_volume
+from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from emfformer.engine.inference import predict_volume
+from emfformer.engine.predict import find_inputs, run_prediction
+
+
+def _affine(
+    zooms: tuple[float, float, float], angles_deg: tuple[float, float, float], shift: tuple
+) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("zxy", angles_deg, degrees=True).as_matrix() @ np.diag(zooms)
+    affine[:3, 3] = shift
+    return affine
+
+
+def _phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """Noise plus a bright ellipsoid, so the network has something to segment."""
+    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    blob = sum(g**2 for g in grid) < 0.4
+    return (60 + 80 * blob + rng.normal(0, 8, shape)).astype(np.float32)
+
+
+def _write(
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    qform_code: int,
+    sform_code: int,
+    dtype: type | None = None,
+) -> None:
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(affine, code=qform_code)
+    img.set_sform(affine, code=sform_code)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+    if dtype == np.int16:  # store int16 scaled by scl_slope/scl_inter (header offsets 112, 116)
+        raw = bytearray(path.read_bytes())
+        raw[112:120] = np.array([0.5, 10.0], dtype="<f4").tobytes()
+        path.write_bytes(bytes(raw))
+
+
+# name -> (shape, zooms, rotation angles, shift, qform code, sform code, dtype)
+GEOMETRIES = {
+    # anisotropic, rotated and shifted; scanner qform + aligned sform
+    "rotated.nii.gz": ((17, 23, 5), (0.7, 1.3, 3.0), (30, 10, 0), (-12.5, 40.2, 7.0), 1, 2, np.float32),
+    # larger than the 32 x 32 model input in-plane (cropped in pad mode), uncompressed, qform only
+    "big.nii": ((45, 38, 6), (1.1, 0.9, 2.5), (-15, 0, 5), (100.0, -3.0, 0.5), 1, 0, np.int16),
+    # thin, flipped axes, sform only; dots in the name
+    "odd.case.v2.nii.gz": ((9, 41, 3), (-1.0, 1.7, -4.0), (0, 0, 90), (0.0, 0.0, -60.0), 0, 4, np.float64),
+}
+
+
+@pytest.fixture
+def geometry_inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (shape, zooms, angles, shift, qcode, scode, dtype) in GEOMETRIES.items():
+        data = _phantom(shape, rng).astype(dtype)
+        _write(folder / name, data, _affine(zooms, angles, shift), qcode, scode, dtype)
+    scaled = nib.load(folder / "big.nii").dataobj
+    assert (scaled.slope, scaled.inter) == (0.5, 10.0)
+    return folder
+
+
+@pytest.fixture(params=["pad", "resize"])
+def checkpoint(request: pytest.FixtureRequest) -> Path:
+    run = request.getfixturevalue("trained_run" if request.param == "pad" else "resize_run")
+    assert load_checkpoint(run / "best.pt")["preprocess"]["mode"] == request.param
+    return run / "best.pt"
+
+
+def test_prediction_keeps_names_shape_and_geometry(
+    geometry_inputs: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "labels"
+    written = run_prediction(geometry_inputs, out, checkpoint, device="cpu", progress=False)
+
+    assert sorted(p.name for p in written) == sorted(GEOMETRIES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(GEOMETRIES)
+    state = load_checkpoint(checkpoint)
+    model, preprocess = model_from_checkpoint(state)
+    for name, (shape, *_rest) in GEOMETRIES.items():
+        src, dst = nib.load(geometry_inputs / name), nib.load(out / name)
+        assert dst.shape == src.shape == shape, name
+        assert np.allclose(dst.affine, src.affine, atol=1e-5), name
+        assert int(dst.header["qform_code"]) == int(src.header["qform_code"]), name
+        assert int(dst.header["sform_code"]) == int(src.header["sform_code"]), name
+        assert np.allclose(dst.header.get_qform(), src.header.get_qform(), atol=1e-5), name
+        assert np.allclose(dst.header.get_sform(), src.header.get_sform(), atol=1e-5), name
+        assert np.allclose(dst.header.get_zooms(), src.header.get_zooms()), name
+        assert dst.header.get_xyzt_units() == src.header.get_xyzt_units()
+        assert np.issubdtype(dst.get_data_dtype(), np.integer), name
+        labels = np.asarray(dst.dataobj)
+        assert np.issubdtype(labels.dtype, np.integer), "labels must not be scaled by slope/intercept"
+        assert set(np.unique(labels).tolist()) <= {0, 1, 2}, name
+        # exactly what the model gives for this volume, on the same axes
+        image = load_volume(Case("x", geometry_inputs / name)).image
+        expected, _ = predict_volume(model, image, preprocess)
+        np.testing.assert_array_equal(labels, expected)
+
+
+def test_single_file_and_overlays(geometry_inputs: Path, trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "labels"
+    written = run_prediction(
+        geometry_inputs / "rotated.nii.gz", out, trained_run / "best.pt", overlays=True, progress=False
+    )
+    assert written == [out / "rotated.nii.gz"]
+    png = out / "overlays" / "rotated.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.iterdir()) == ["overlays", "rotated.nii.gz"]
+
+
+def test_folder_input_with_two_files(msd_phantom: Path, trained_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    names = ["hippocampus_001.nii.gz", "hippocampus_003.nii.gz"]  # uint8 and float32 images
+    for name in names:
+        shutil.copy(msd_phantom / "imagesTr" / name, folder / name)
+    (folder / "README.txt").write_text("not an image; ignored in a folder")
+    out = tmp_path / "labels"
+    written = run_prediction(folder, out, trained_run / "best.pt", progress=False)
+    assert [p.name for p in written] == names
+    for name in names:
+        src, dst = nib.load(folder / name), nib.load(out / name)
+        assert dst.shape == src.shape and np.allclose(dst.affine, src.affine)
+        assert set(np.unique(np.asarray(dst.dataobj)).tolist()) <= {0, 1, 2}
+
+
+def test_find_inputs_sorts_and_filters(tmp_path: Path) -> None:
+    for name in ("b.nii", "a.nii.gz", "c.txt", "d.nii.gz.bak"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.nii.gz").mkdir()
+    assert [p.name for p in find_inputs(tmp_path)] == ["a.nii.gz", "b.nii"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: a DataError / ValueError and no output at all
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def good_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "good.nii.gz"
+    _write(path, _phantom((20, 20, 4), np.random.default_rng(1)), np.eye(4), 1, 1)
+    return path
+
+
+def _bad_4d(folder: Path) -> Path:
+    path = folder / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.float32), np.eye(4)), path)
+    return path
+
+
+def _bad_corrupt(folder: Path) -> Path:
+    path = folder / "broken.nii.gz"
+    path.write_bytes(b"\x1f\x8b this is not a gzip stream")
+    return path
+
+
+def _bad_2d(folder: Path) -> Path:
+    path = folder / "flat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "match"),
+    [(_bad_4d, "single-channel 3D volume"), (_bad_corrupt, "Cannot read NIfTI"), (_bad_2d, "3D volume")],
+)
+def test_one_bad_file_in_a_folder_writes_nothing(
+    good_file: Path, trained_run: Path, tmp_path: Path, make_bad, match: str
+) -> None:
+    make_bad(good_file.parent)
+    out = tmp_path / "labels"
+    with pytest.raises(DataError, match=match):
+        run_prediction(good_file.parent, out, trained_run / "best.pt", progress=False)
+    assert not out.exists(), f"partial output: {list(out.rglob('*'))}"
+
+
+def test_bad_paths_raise_data_error(good_file: Path, trained_run: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "labels"
+    cases = [(text, "not a NIfTI file"), (tmp_path / "missing.nii.gz", "does not exist"), (empty, "No .nii")]
+    for inputs, match in cases:
+        with pytest.raises(DataError, match=match):
+            run_prediction(inputs, out, trained_run / "best.pt", progress=False)
+    assert not out.exists()
+
+
+def test_output_folder_equal_to_input_folder_is_refused(
+    good_file: Path, trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = good_file.parent
+    before = good_file.read_bytes()
+    for inputs, out in ((folder, folder), (good_file, folder / "sub" / "..")):
+        with pytest.raises(ValueError, match="holds the inputs"):
+            run_prediction(inputs, out, trained_run / "best.pt", progress=False)
+    monkeypatch.chdir(folder.parent)
+    with pytest.raises(ValueError, match="holds the inputs"):
+        run_prediction(Path("in") / "good.nii.gz", Path("in"), trained_run / "best.pt", progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["good.nii.gz"]
+    assert good_file.read_bytes() == before
+
+
+def test_bad_checkpoint_raises_value_error(good_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "labels"
+    with pytest.raises(ValueError, match="Checkpoint not found"):
+        run_prediction(good_file, out, tmp_path / "none.pt", progress=False)
+    assert not out.exists()

@@ -1,0 +1,118 @@
+"""The pipeline on 3 real MSD Task04 Hippocampus cases: train -> evaluate -> predict.
+
+Needs ``EMFFORMER_TEST_DATA`` = a real Task04_Hippocampus folder (set in CI); skipped without it.
+Nothing is written into the data folder: runs, caches, reports and predictions go to tmp folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emfformer.engine.checkpoint import load_checkpoint
+from emfformer.engine.config import load_config
+from emfformer.engine.evaluate import run_evaluation
+from emfformer.engine.predict import run_prediction
+from emfformer.engine.train import run_training
+
+DATA_ENV = "EMFFORMER_TEST_DATA"
+
+
+@pytest.fixture(scope="module")
+def real_root() -> Path:
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        pytest.skip(f"{DATA_ENV} is not set; point it to a real MSD Task04_Hippocampus folder to run these")
+    root = Path(value)
+    if not (root / "dataset.json").is_file():
+        pytest.fail(f"{DATA_ENV}={value} is not an MSD task folder (no dataset.json)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_run(real_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tmp = tmp_path_factory.mktemp("real")
+    overrides = {
+        "data.dataset": "hippocampus",
+        "data.data_dir": str(real_root),
+        "data.size": 64,
+        "data.max_cases": 3,
+        "data.cache_dir": str(tmp / "slices"),
+        "model.name": "emf_former_t",
+        "optim.epochs": 1,
+        "optim.batch_size": 16,
+        "device": "cpu",
+        "progress": False,
+        "out_dir": str(tmp / "run"),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMFFORMER_CACHE", str(tmp / "cache"))
+        mp.delenv("EMFFORMER_DATA", raising=False)
+        yield run_training(load_config(None, overrides))
+
+
+def _dataset_ids(root: Path) -> list[str]:
+    meta = json.loads((root / "dataset.json").read_text())
+    return [Path(e["image"]).name.removesuffix(".nii.gz") for e in meta["training"]]
+
+
+def test_training_on_real_cases(real_root: Path, real_run: Path) -> None:
+    for name in ("best.pt", "last.pt", "log.csv", "log.json", "curves.png", "config.yaml", "splits.json"):
+        assert (real_run / name).is_file(), name
+    state = load_checkpoint(real_run / "last.pt")
+    assert state["class_names"] == ["background", "Anterior", "Posterior"]
+    assert state["epoch"] == 1 and state["config"]["data"]["max_cases"] == 3
+    assert state["preprocess"]["size"] == 64
+    history = json.loads((real_run / "log.json").read_text())
+    assert [r["epoch"] for r in history] == [1]
+    assert math.isfinite(history[0]["train_loss"]) and 0.0 <= history[0]["val_dice_fg"] <= 1.0
+    # the split covers the whole dataset, although only 3 cases per part were used
+    splits = json.loads((real_run / "splits.json").read_text())
+    fold = splits["folds"][0]
+    assert sorted(splits["test"] + fold["train"] + fold["val"]) == sorted(_dataset_ids(real_root))
+
+
+def test_evaluate_real_test_cases(real_root: Path, real_run: Path, tmp_path: Path) -> None:
+    summary = run_evaluation(
+        real_run / "best.pt", "test", out_dir=tmp_path / "eval", max_cases=3, device="cpu", progress=False
+    )
+    assert summary["num_cases"] == 3
+    for key in ("mean_dice_fg", "miou_fg"):
+        assert math.isfinite(summary[key]) and 0.0 <= summary[key] <= 1.0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    evaluated = [row["case_id"] for row in metrics["rows"]]
+    splits = json.loads((real_run / "splits.json").read_text())
+    test = set(splits["test"])
+    expected = [i for i in _dataset_ids(real_root) if i in test][:3]  # dataset order, first 3
+    assert evaluated == expected
+    assert not test & set(splits["folds"][0]["train"])
+    for row in metrics["rows"]:
+        assert all(d is None or 0.0 <= d <= 1.0 for d in row["dice"])
+        assert all(h is None or h >= 0.0 for h in row["hd95"])
+    assert (tmp_path / "eval" / "summary.md").is_file() and (tmp_path / "eval" / "per_case.csv").is_file()
+
+
+def test_predict_a_real_case_keeps_its_geometry(real_root: Path, real_run: Path, tmp_path: Path) -> None:
+    case = sorted(json.loads((real_run / "splits.json").read_text())["test"])[0]
+    image = real_root / "imagesTr" / f"{case}.nii.gz"
+    before = sorted(p.name for p in real_root.rglob("*"))
+    written = run_prediction(image, tmp_path / "pred", real_run / "best.pt", device="cpu", progress=False)
+
+    assert written == [tmp_path / "pred" / image.name]
+    src, dst = nib.load(image), nib.load(written[0])
+    assert dst.shape == src.shape
+    assert np.allclose(dst.affine, src.affine)
+    assert np.allclose(dst.header.get_zooms(), src.header.get_zooms())
+    assert int(dst.header["qform_code"]) == int(src.header["qform_code"])
+    assert int(dst.header["sform_code"]) == int(src.header["sform_code"])
+    labels = np.asarray(dst.dataobj)
+    assert np.issubdtype(labels.dtype, np.integer)
+    assert labels.min() >= 0 and labels.max() <= 2
+    assert sorted(p.name for p in real_root.rglob("*")) == before, "the data folder was modified"
