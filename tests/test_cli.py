@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from emfformer.cli import main
@@ -27,19 +26,9 @@ from emfformer.engine.config import RunConfig
 from emfformer.models import list_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread (as in tests/engine/conftest.py): fast and robust on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("EMFFORMER_CACHE", str(tmp_path / "emfformer_cache"))
-    monkeypatch.delenv("EMFFORMER_DATA", raising=False)
+def _cli_isolation(one_torch_thread: None, isolated_env: None) -> None:
+    """One torch thread, an isolated cache, no EMFFORMER_DATA (fixtures in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

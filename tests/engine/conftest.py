@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from emfformer.data.synthetic import write_msd_phantoms
 from emfformer.engine.config import RunConfig, load_config
@@ -34,26 +33,22 @@ def tiny_overrides(data_dir: Path, out_dir: Path, cache_dir: Path, **extra: Any)
         "optim.epochs": 1,
         "optim.batch_size": 8,
         "device": "cpu",
+        "threads": 1,  # float sums depend on the thread count: fixed so runs compare bit for bit
         "progress": False,
         "out_dir": str(out_dir),
         **extra,
     }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models gain nothing from more, and on a busy shared CPU two OpenMP
-    threads that spin-wait for each other made a 1 s epoch take up to 50 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("EMFFORMER_CACHE", str(tmp_path / "emfformer_cache"))
-    monkeypatch.delenv("EMFFORMER_DATA", raising=False)
+def _engine_isolation(one_torch_thread: None, isolated_env: None) -> None:
+    """Every engine test: one torch thread, an isolated cache, no EMFFORMER_DATA (tests/conftest.py)."""
+
+
+@pytest.fixture(scope="session")
+def make_overrides() -> Callable[..., dict[str, Any]]:
+    """:func:`tiny_overrides` as a fixture, for test modules that build their own runs."""
+    return tiny_overrides
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -40,7 +41,9 @@ def _ed_es(root: Path, patient: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def acdc_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def acdc_run(
+    session_env: Path, make_overrides: Callable[..., dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("acdc")
     picked = _pick()
     training = [_number(p) for part in ("train", "val", "test") for p in picked[part]]
@@ -48,23 +51,9 @@ def acdc_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
     root = write_acdc_phantoms(
         tmp / "ACDC", {"training": training, "testing": testing}, seed=0, size=(28, 40), n_slices=(4, 6)
     )
-    overrides = {
-        "data.dataset": "acdc",
-        "data.data_dir": str(root),
-        "data.size": 32,
-        "data.mode": "resize",
-        "data.cache_dir": str(tmp / "slices"),
-        "model.name": "emf_former_t",
-        "optim.epochs": 1,
-        "optim.batch_size": 4,
-        "device": "cpu",
-        "progress": False,
-        "out_dir": str(tmp / "run"),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMFFORMER_CACHE", str(tmp / "cache"))
-        mp.delenv("EMFFORMER_DATA", raising=False)
-        yield root, run_training(load_config(None, overrides))
+    extra = {"data.dataset": "acdc", "data.mode": "resize", "optim.batch_size": 4}
+    overrides = make_overrides(root, tmp / "run", tmp / "slices", **extra)
+    return root, run_training(load_config(None, overrides))
 
 
 def test_training_uses_the_published_split(acdc_run: tuple[Path, Path]) -> None:

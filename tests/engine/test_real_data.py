@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -37,25 +38,15 @@ def real_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_run(real_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def real_run(
+    real_root: Path,
+    session_env: Path,
+    make_overrides: Callable[..., dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     tmp = tmp_path_factory.mktemp("real")
-    overrides = {
-        "data.dataset": "hippocampus",
-        "data.data_dir": str(real_root),
-        "data.size": 64,
-        "data.max_cases": 3,
-        "data.cache_dir": str(tmp / "slices"),
-        "model.name": "emf_former_t",
-        "optim.epochs": 1,
-        "optim.batch_size": 16,
-        "device": "cpu",
-        "progress": False,
-        "out_dir": str(tmp / "run"),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMFFORMER_CACHE", str(tmp / "cache"))
-        mp.delenv("EMFFORMER_DATA", raising=False)
-        yield run_training(load_config(None, overrides))
+    extra = {"data.size": 64, "data.max_cases": 3, "optim.batch_size": 16}
+    return run_training(load_config(None, make_overrides(real_root, tmp / "run", tmp / "slices", **extra)))
 
 
 def _dataset_ids(root: Path) -> list[str]:
