@@ -8,26 +8,36 @@
 # else it downloads the official MSD archive (needs internet; offline it stops with a clear message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ARG=()
-if [ "${1:-}" = "--data" ]; then DATA_ARG=(--data "$2"); fi
+DATA_ARG=""
+case "${1:-}" in
+  --data) DATA_ARG="${2:?--data needs a folder}" ;;
+  --data=*) DATA_ARG="${1#--data=}" ;;
+  "") ;;
+  *) echo "usage: bash scripts/main_job.sh [--data DIR]" >&2; exit 2 ;;
+esac
 START=$(date +%s)
 bash scripts/setup.sh
 EMF=.venv/bin/emfformer
 PY=.venv/bin/python
 
-DATA=$($PY - "${DATA_ARG[@]:1}" <<'PYEOF' || true
+find_data() {  # prints the folder, or nothing when no local copy exists; a bad --data is an error
+  $PY - "$DATA_ARG" <<'PYEOF'
 import sys
+from emfformer.data.cases import DataError
 from emfformer.data.locate import resolve_data_dir
+explicit = sys.argv[1] or None
 try:
-    print(resolve_data_dir("hippocampus", sys.argv[1] if len(sys.argv) > 1 else None))
-except Exception:
-    pass
+    print(resolve_data_dir("hippocampus", explicit))
+except DataError as exc:
+    if explicit:  # a folder was named: say what is wrong with it, never fall back to a download
+        sys.exit(f"error: {exc}")
 PYEOF
-)
+}
+DATA=$(find_data)
 if [ -z "$DATA" ]; then
   echo "No Hippocampus data found locally: downloading the official MSD archive into the cache..."
   $EMF download hippocampus
-  DATA=$($PY -c "from emfformer.data.locate import resolve_data_dir; print(resolve_data_dir('hippocampus'))")
+  DATA=$(find_data)
 fi
 echo "Data: $DATA"
 

@@ -8,5 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# pipefail: a failing pip fails this script; grep only hides this machine's local-index warnings
+.venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import torch, monai, emfformer; print(f'emfformer {emfformer.__version__}, torch {torch.__version__}, monai {monai.__version__}')"

@@ -134,6 +134,10 @@ def test_train_resume(cli_run: tuple[Path, str], tmp_path: Path, capsys: pytest.
     assert "--resume" in _error_line(capsys, "train")
     assert main(["train", "--resume"]) == 2
     assert "--resume needs --out" in _error_line(capsys, "train")
+    assert main(["train", "--out", str(run), "--resume", "--config", "x.yaml"]) == 2
+    assert "do not pass --config" in _error_line(capsys, "train")
+    assert main(["train", "--out", str(run), "--resume", "--model", "unet"]) == 2
+    assert "Cannot change" in _error_line(capsys, "train")
 
 
 def test_evaluate(cli_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

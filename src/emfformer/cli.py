@@ -23,10 +23,10 @@ log = logging.getLogger("emfformer")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .engine.config import load_config
+    from .engine.config import load_config, parse_overrides
     from .engine.train import run_training
 
-    overrides = list(args.set or [])
+    overrides: dict[str, object] = {}
     for flag, key in (
         ("data", "data.data_dir"),
         ("model", "model.name"),
@@ -38,14 +38,16 @@ def _train(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, flag)
         if value is not None:
-            overrides.insert(0, f"{key}={value}")  # before the --set items: --set wins (README)
+            overrides[key] = value  # typed by argparse, not re-parsed: --out 2024 stays a folder name
+    overrides.update(parse_overrides(args.set or []))  # --set wins over flags (README)
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR (the run folder holding last.pt)")
-        cfg = load_config(None, [f"out_dir={args.out}"])
-        run_dir = run_training(
-            cfg, resume=True, resume_overrides=[o for o in overrides if not o.startswith("out_dir=")]
-        )
+        if args.config:
+            raise ValueError("--resume takes the config from RUN_DIR/last.pt; do not pass --config")
+        cfg = load_config(None, {"out_dir": args.out})
+        overrides.pop("out_dir")
+        run_dir = run_training(cfg, resume=True, resume_overrides=overrides)
     else:
         run_dir = run_training(load_config(args.config, overrides))
     print(f"Run folder: {run_dir} (best.pt, last.pt, log.csv, curves.png, config.yaml, splits.json)")
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args._commands[args.command](args)
-    except (DataError, ValueError, KeyError) as exc:
+    except (DataError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"emfformer {args.command}: error: {msg}", file=sys.stderr)
         return 2

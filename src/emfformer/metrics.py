@@ -1,7 +1,7 @@
 """Volume-level segmentation metrics (Dice, IoU, HD95 in mm); the report is in ``report.py``.
 
 EMF-former segments 2D slices, but every number here is computed on the reassembled 3D label volume
-of a case (TransUNet-lineage and nnU-Net practice, see ``docs/paper-notes.md`` section 5). The
+of a case (TransUNet-lineage and nnU-Net practice, see ``docs/references.md``). The
 formulas are MONAI's: :func:`monai.metrics.compute_dice`, :func:`monai.metrics.compute_iou` (the
 function behind ``MeanIoU``) and :func:`monai.metrics.compute_hausdorff_distance` with
 ``percentile=95`` and the voxel spacing, all on one-hot volumes. This module only decides the edge

@@ -33,7 +33,7 @@ class ReferenceDice:
     dice_per_class: tuple[float, ...] | None  # foreground classes in label order (1, 2, ...)
 
 
-# docs/paper-notes.md section 6. Per-class values are in label order: ACDC RV, MYO, LV;
+# docs/references.md. Per-class values are in label order: ACDC RV, MYO, LV;
 # Hippocampus anterior, posterior.
 REFERENCE_DICE: dict[str, tuple[ReferenceDice, ...]] = {
     "acdc": (
@@ -164,7 +164,7 @@ def _summary_md(summary: dict[str, Any], class_names: list[str], dataset: str, e
     if refs:
         lines += [
             "",
-            "† Reference Dice from other papers and protocols (docs/paper-notes.md section 6): different "
+            "† Reference Dice from other papers and protocols (docs/references.md): different "
             "splits, preprocessing and often 3D models. Context only, not a like-for-like comparison.",
         ]
     if key in PAPER_MIOU_FG:

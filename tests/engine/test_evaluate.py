@@ -68,6 +68,10 @@ def test_evaluate_defaults_to_the_run_folder(trained_run: Path, tmp_path: Path) 
     _, rows, _ = _read_report(out)
     val = json.loads((run / "splits.json").read_text())["folds"][0]["val"]
     assert sorted(r["case_id"] for r in rows) == sorted(val)
+    # another checkpoint of the run gets its own report folder instead of overwriting best.pt's
+    other = run_evaluation(run / "last.pt", part="val", device="cpu", progress=False)
+    assert other["out_dir"] == str(run / "eval_val_last")
+    assert (out / "metrics.json").is_file()
 
 
 def test_max_cases_limits_the_part(trained_run: Path, tmp_path: Path) -> None:

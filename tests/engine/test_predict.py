@@ -140,7 +140,7 @@ def test_folder_input_with_two_files(msd_phantom: Path, trained_run: Path, tmp_p
 
 
 def test_find_inputs_sorts_and_filters(tmp_path: Path) -> None:
-    for name in ("b.nii", "a.nii.gz", "c.txt", "d.nii.gz.bak"):
+    for name in ("b.nii", "a.nii.gz", "c.txt", "d.nii.gz.bak", "._a.nii.gz"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub.nii.gz").mkdir()
     assert [p.name for p in find_inputs(tmp_path)] == ["a.nii.gz", "b.nii"]

@@ -353,3 +353,45 @@ def test_resolve_device_without_cuda() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_resume_refuses_changes_to_model_data_or_schedule(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    run = run_training(tiny_config(tmp_path / "run"))
+    before = (run / "last.pt").read_bytes()
+    for change in (["model.name=unet"], ["data.size=64"], ["optim.batch_size=2"]):
+        with pytest.raises(ValueError, match="Cannot change"):
+            run_training(load_config(None, {"out_dir": str(run)}), resume=True, resume_overrides=change)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_diverging_loss_stops_with_a_clear_error(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NaNLoss(torch.nn.Module):
+        def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return logits.sum() * float("nan")
+
+    monkeypatch.setattr(train_module, "SegLoss", NaNLoss)
+    with pytest.raises(ValueError, match="diverged"):
+        run_training(tiny_config(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"model.name": "swin_unetr", "data.size": 48}, "multiple of 32"),
+        ({"model.kwargs": [1, 2]}, "model.kwargs"),
+    ],
+)
+def test_model_specific_config_checks(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_config(None, overrides)
+
+
+def test_unetr_gets_the_training_input_size() -> None:
+    from emfformer.models import size_kwargs
+
+    assert size_kwargs("unetr", 64) == {"img_size": 64}
+    assert size_kwargs("emf_former_s", 64) == {}

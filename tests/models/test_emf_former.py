@@ -69,3 +69,10 @@ def test_constructor_validates(kwargs):
         emf_former("tiny", **kwargs)
     with pytest.raises(ValueError, match="size must be"):
         emf_former("huge")
+
+
+def test_grad_checkpoint_covers_every_stage():
+    model = emf_former("tiny", grad_checkpoint=True)
+    stages = [*model.stages, *model.decoder]
+    assert all(stage.grad_checkpoint for stage in stages)
+    assert not any(stage.grad_checkpoint for stage in emf_former("tiny").stages)

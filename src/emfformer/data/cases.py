@@ -13,7 +13,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError"]
+__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError", "NIFTI_SUFFIXES", "nifti_stem"]
+
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def nifti_stem(name: str) -> str:
+    """``case_001.nii.gz`` -> ``case_001`` (also ``.nii``); other names are returned unchanged."""
+    for ending in NIFTI_SUFFIXES:
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
 
 
 class DataError(ValueError):

@@ -20,19 +20,12 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from emfformer.data.cases import Case, DataError, DatasetInfo
+from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem
 
 __all__ = ["read_msd_dataset", "check_msd_dataset"]
 
 _NIFTI = ".nii.gz"
 _MAX_LISTED_PROBLEMS = 20
-
-
-def _strip_nifti(name: str) -> str:
-    for ending in (".nii.gz", ".nii"):
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
 
 
 def _class_names(labels: Any, path: Path) -> tuple[str, ...]:
@@ -88,7 +81,7 @@ def _cases_from_training_list(root: Path, entries: Any, path: Path) -> list[Case
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise DataError(f'{path}: training entry {i} ({entry!r}) needs both "image" and "label".')
         image = _resolve(root, str(entry["image"]))
-        cases.append(Case(_strip_nifti(image.name), image, _resolve(root, str(entry["label"]))))
+        cases.append(Case(nifti_stem(image.name), image, _resolve(root, str(entry["label"]))))
     return cases
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import atomic_write_json
-from ..models import create_model, list_models, min_input_multiple
+from ..models import create_model, list_models, min_input_multiple, size_kwargs
 from .bench_measure import (
     MemoryGuard,
     count_flops,
@@ -121,9 +121,7 @@ class ModelSpec:
 
     def build(self, size: int, in_channels: int = 1, num_classes: int = 4) -> nn.Module:
         """Build the model for square inputs of side ``size`` (UNETR gets ``img_size=size``)."""
-        kwargs = dict(self.overrides)
-        if self.name == "unetr":
-            kwargs.setdefault("img_size", size)
+        kwargs = {**size_kwargs(self.name, size), **self.overrides}
         return create_model(self.name, in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..data.locate import DATASETS
-from ..models import list_models
+from ..models import list_models, min_input_multiple
 
 __all__ = [
     "DataConfig",
@@ -25,6 +25,8 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "config_from_dict",
+    "parse_overrides",
+    "RESUMABLE_KEYS",
 ]
 
 
@@ -90,16 +92,21 @@ def _coerce(text: str) -> Any:
     return value
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "data.augment=false"]`` -> ``{"optim.lr": 0.001, "data.augment": False}``."""
+    pairs: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = _coerce(value.strip())
+    return pairs
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
     """Apply ``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]`` overrides; unknown keys raise ValueError."""
     if isinstance(overrides, list):
-        pairs = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"Override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
-            key, value = item.split("=", 1)
-            pairs[key.strip()] = _coerce(value.strip())
-        overrides = pairs
+        overrides = parse_overrides(overrides)
     for dotted, value in overrides.items():
         *path, key = dotted.split(".")
         target: Any = cfg
@@ -140,8 +147,10 @@ def _check_type(cls: type, key: str, value: Any, dotted: str) -> Any:
         if t is str and isinstance(value, str):
             return value
         origin = typing.get_origin(t) or t
-        if origin in (dict, tuple) and isinstance(value, dict | list | tuple):
-            return tuple(value) if origin is tuple else value
+        if origin is dict and isinstance(value, dict):
+            return value
+        if origin is tuple and isinstance(value, list | tuple):
+            return tuple(value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
     raise ValueError(f"Config key {dotted!r} must be {names}, got {value!r}")
 
@@ -156,7 +165,19 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_from_dict(saved: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+# What may change when a run is resumed: nothing that alters the model, the data or the schedule's shape.
+RESUMABLE_KEYS = (
+    "optim.epochs",
+    "data.data_dir",
+    "data.cache_dir",
+    "device",
+    "threads",
+    "val_every",
+    "progress",
+)
+
+
+def config_from_dict(saved: dict[str, Any], overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
     """Rebuild a RunConfig from ``RunConfig.to_dict()`` output (e.g. a checkpoint's), then ``overrides``."""
     cfg = apply_overrides(RunConfig(), _flatten(saved))
     if overrides:
@@ -197,9 +218,11 @@ def _validate(cfg: RunConfig) -> None:
             f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",
         ),
         (
-            cfg.data.size >= 16 and cfg.data.size % 16 == 0,
-            f"data.size must be a multiple of 16, got {cfg.data.size}",
+            cfg.model.name not in list_models() or cfg.data.size % min_input_multiple(cfg.model.name) == 0,
+            f"data.size must be a multiple of {min_input_multiple(cfg.model.name)} for model {cfg.model.name}, "
+            f"got {cfg.data.size}",
         ),
+        (isinstance(cfg.model.kwargs, dict), f"model.kwargs must be a mapping, got {cfg.model.kwargs!r}"),
         (cfg.data.mode in ("pad", "resize"), f"data.mode must be pad|resize, got {cfg.data.mode!r}"),
         (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
         (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}"),

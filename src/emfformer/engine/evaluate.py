@@ -38,7 +38,8 @@ def run_evaluation(
         checkpoint: a ``best.pt`` / ``last.pt`` written by ``emfformer train``.
         part: ``test`` (held-out; default), ``val``, ``train`` or ``external_test`` (ACDC testing/).
         data_dir: dataset folder; default: the one recorded in the checkpoint, then $EMFFORMER_DATA, cache.
-        out_dir: report folder; default ``<run folder>/eval_<part>``.
+        out_dir: report folder; default ``<run folder>/eval_<part>`` (``eval_<part>_<stem>`` for a
+            checkpoint other than ``best.pt``).
         splits_file: split JSON; default the ``splits.json`` beside the checkpoint (the training split).
         max_cases: evaluate only the first N cases of the part.
 
@@ -65,7 +66,10 @@ def run_evaluation(
         rows, summary = evaluate_volumes(
             model, volumes, preprocess, list(state["class_names"]), hd95=True, bf16=bf16, progress=progress
         )
-    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{part}"
+    suffix = (
+        "" if checkpoint.stem == "best" else f"_{checkpoint.stem}"
+    )  # last.pt must not overwrite best's report
+    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{part}{suffix}"
     extra = {
         "checkpoint": str(checkpoint),
         "model_name": state["model_name"],

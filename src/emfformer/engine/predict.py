@@ -9,31 +9,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
 import nibabel as nib
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ..data.cases import Case, DataError, load_volume
+from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_stem
+from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .inference import predict_volume
 from .train import resolve_device
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 __all__ = ["find_inputs", "run_prediction", "save_overlay"]
 
 log = logging.getLogger(__name__)
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def _case_id(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
 
 
 def find_inputs(inputs: str | Path) -> list[Path]:
@@ -48,11 +40,30 @@ def find_inputs(inputs: str | Path) -> list[Path]:
             raise DataError(f"{path} is not a NIfTI file (.nii or .nii.gz).")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("._")  # macOS debris
+        )
         if not files:
             raise DataError(f"No .nii/.nii.gz files in folder {path}.")
         return files
     raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
+
+
+def _check_input(path: Path, preprocess: PreprocessConfig) -> None:
+    """Fully read one input (readable, 3D) and drop it; warn when pad mode will crop it."""
+    shape = load_volume(Case(nifti_stem(path.name), path)).image.shape
+    in_plane = [n for a, n in enumerate(shape) if a != preprocess.slice_axis % 3]
+    if preprocess.mode == "pad" and max(in_plane) > preprocess.size:
+        log.warning(
+            "%s: in-plane size %s is larger than the model's %d x %d input (pad mode): the border outside "
+            "the central crop is labelled background. Use a checkpoint trained on larger inputs or mode=resize.",
+            path,
+            "x".join(map(str, in_plane)),
+            preprocess.size,
+            preprocess.size,
+        )
 
 
 def save_overlay(
@@ -62,8 +73,9 @@ def save_overlay(
     img, lab = np.moveaxis(image, slice_axis, 0), np.moveaxis(labels, slice_axis, 0)
     fg = lab.reshape(len(lab), -1).astype(bool).sum(1)
     picks = sorted(np.argsort(fg)[::-1][:3].tolist()) if fg.any() else [len(lab) // 2]
-    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
-    cmap = plt.get_cmap("tab10", max(num_classes, 2))
+    fig = Figure(figsize=(3.2 * len(picks), 3.4))
+    axes = fig.subplots(1, len(picks), squeeze=False)
+    cmap = colormaps["tab10"].resampled(max(num_classes, 2))
     for ax, k in zip(axes[0], picks, strict=True):
         ax.imshow(img[k].T, cmap="gray", origin="lower")
         masked = np.ma.masked_equal(lab[k].T, 0)
@@ -72,7 +84,6 @@ def save_overlay(
         ax.axis("off")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
 
 
 def run_prediction(
@@ -103,13 +114,12 @@ def run_prediction(
     model, preprocess = model_from_checkpoint(state)
     model.to(resolve_device(device))
     num_classes = len(state["class_names"])
-    # check every input before writing anything
-    volumes = [
-        load_volume(Case(_case_id(f), f)) for f in tqdm(files, desc="check inputs", disable=not progress)
-    ]
+    for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
+        _check_input(f, preprocess)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for f, vol in tqdm(list(zip(files, volumes, strict=True)), desc="predict", disable=not progress):
+    for f in tqdm(files, desc="predict", disable=not progress):
+        vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
         with torch.inference_mode():
             labels, _ = predict_volume(model, vol.image, preprocess, bf16=bf16)
         header = vol.header.copy()
@@ -120,7 +130,11 @@ def run_prediction(
         written.append(save_nifti(img, out / f.name))
         if overlays:
             save_overlay(
-                vol.image, labels, out / "overlays" / f"{_case_id(f)}.png", num_classes, preprocess.slice_axis
+                vol.image,
+                labels,
+                out / "overlays" / f"{nifti_stem(f.name)}.png",
+                num_classes,
+                preprocess.slice_axis,
             )
     log.info("wrote %d label file(s) to %s", len(written), out)
     return written

@@ -26,9 +26,9 @@ from ..data.preprocess import PreprocessConfig
 from ..data.slices import SliceDataset, build_slice_cache, train_transforms
 from ..io import atomic_write_text
 from ..metrics import case_metrics, summarize
-from ..models import create_model
+from ..models import create_model, size_kwargs
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig, config_from_dict
+from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides
 from .history import write_history
 from .inference import autocast, predict_volume
 from .losses import SegLoss
@@ -98,17 +98,32 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
     return run_dir
 
 
-def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[str] | None = None) -> Path:
+def run_training(
+    cfg: RunConfig, resume: bool = False, resume_overrides: dict[str, Any] | list[str] | None = None
+) -> Path:
     """Train ``cfg.model`` on ``cfg.data``; returns the run folder (best.pt, last.pt, logs, curves).
 
-    With ``resume``, the run folder's ``last.pt`` gives the config (plus ``resume_overrides``, e.g.
-    ``optim.epochs=80``), weights, optimizer and scheduler state, RNG state and history.
+    With ``resume``, the run folder's ``last.pt`` gives the config (plus ``resume_overrides`` limited to
+    ``RESUMABLE_KEYS``, e.g. ``optim.epochs=80``), weights, optimizer and scheduler state, RNG state and
+    history.
+
+    Raises:
+        ValueError: bad config, an occupied run folder without ``resume``, a resume override that would
+            change the model/data/schedule, or a loss that became NaN/inf.
     """
     state = None
     if resume:
         out_dir = cfg.out_dir
+        overrides = (
+            parse_overrides(resume_overrides) if isinstance(resume_overrides, list) else resume_overrides
+        )
+        bad = sorted(set(overrides or {}) - set(RESUMABLE_KEYS))
+        if bad:
+            raise ValueError(
+                f"Cannot change {bad} when resuming; only {', '.join(RESUMABLE_KEYS)} may change"
+            )
         state = load_checkpoint(Path(out_dir) / "last.pt")
-        cfg = config_from_dict(state["config"], resume_overrides)
+        cfg = config_from_dict(state["config"], overrides)
         cfg.out_dir = out_dir  # the folder may have been moved since
     run_dir = _prepare_run_dir(cfg, resume)
     seed_everything(cfg.seed)
@@ -131,7 +146,12 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
     log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_volumes))
 
     # 2) model, optimizer, schedule
-    model_kwargs = {"in_channels": 1, "num_classes": len(class_names), **cfg.model.kwargs}
+    model_kwargs = {
+        "in_channels": 1,
+        "num_classes": len(class_names),
+        **size_kwargs(cfg.model.name, cfg.data.size),
+        **cfg.model.kwargs,
+    }
     model = create_model(cfg.model.name, **model_kwargs).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps_per_epoch = max(1, len(dataset) // cfg.optim.batch_size)
@@ -184,6 +204,11 @@ def run_training(cfg: RunConfig, resume: bool = False, resume_overrides: list[st
             x, y = batch["image"].to(device), batch["label"].to(device)
             with autocast(device, cfg.bf16):
                 loss = loss_fn(model(x).float(), y)
+            if not torch.isfinite(loss):
+                raise ValueError(
+                    f"Training loss became {loss.item()} at epoch {epoch}: diverged. Lower optim.lr "
+                    f"(now {cfg.optim.lr}) or turn off bf16; {run_dir / 'last.pt'} holds the last good epoch."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:

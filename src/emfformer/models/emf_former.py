@@ -193,9 +193,13 @@ class EMFFormer(nn.Module):
         self.stem = ConvNormAct(in_channels, c1, 3, stride=2)
         self.stages = nn.ModuleList(
             [
-                EncoderStage(nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])]),
                 EncoderStage(
-                    ConvNorm(c1, c2, 3, stride=2), [ConvBlock(c2, **conv_kw) for _ in range(depths[1])]
+                    nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], grad_checkpoint
+                ),
+                EncoderStage(
+                    ConvNorm(c1, c2, 3, stride=2),
+                    [ConvBlock(c2, **conv_kw) for _ in range(depths[1])],
+                    grad_checkpoint,
                 ),
             ]
         )

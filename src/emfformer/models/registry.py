@@ -10,7 +10,7 @@ from torch import nn
 
 from .emf_former import emf_former
 
-__all__ = ["MODELS", "create_model", "list_models", "min_input_multiple"]
+__all__ = ["MODELS", "create_model", "list_models", "min_input_multiple", "size_kwargs"]
 
 
 def _baseline(name: str) -> Callable[..., nn.Module]:
@@ -49,6 +49,11 @@ def list_models() -> list[str]:
 def min_input_multiple(name: str) -> int:
     """Input H and W must be multiples of this for model ``name``."""
     return _INPUT_MULTIPLE.get(name, 16)
+
+
+def size_kwargs(name: str, size: int) -> dict[str, Any]:
+    """Constructor kwargs a model needs for square inputs of side ``size`` (UNETR: ``img_size``)."""
+    return {"img_size": size} if name == "unetr" else {}
 
 
 def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overrides: Any) -> nn.Module:
