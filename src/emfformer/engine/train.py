@@ -34,7 +34,14 @@ from .inference import autocast, predict_volume
 from .losses import SegLoss
 from .parts import load_dataset, select_cases
 
-__all__ = ["run_training", "lr_factor", "seed_everything", "resolve_device", "evaluate_volumes"]
+__all__ = [
+    "run_training",
+    "train_one_epoch",
+    "lr_factor",
+    "seed_everything",
+    "resolve_device",
+    "evaluate_volumes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,43 @@ def evaluate_volumes(
         row = case_metrics(pred, vol.label, len(class_names), vol.spacing, hd95=hd95)
         rows.append({"case_id": vol.case_id, **row})
     return rows, summarize(rows, class_names)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: torch.nn.Module,
+    grad_clip: float = 1.0,
+    bf16: bool = False,
+    desc: str = "train",
+    progress: bool = True,
+) -> float | None:
+    """One pass over ``loader`` (batches of ``{"image", "label"}``); returns the mean loss (None: no batch).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite.
+    """
+    device = next(model.parameters()).device
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    for batch in bar:
+        x, y = batch["image"].to(device), batch["label"].to(device)
+        with autocast(device, bf16):
+            loss = loss_fn(model(x).float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return float(np.mean(losses)) if losses else None
 
 
 def _finite(x: Any) -> float | None:
@@ -197,29 +241,20 @@ def run_training(
             drop_last=len(dataset) > cfg.optim.batch_size,  # fewer slices than a batch: one smaller batch
             generator=generator,
         )
-        model.train()
-        t0, losses = time.perf_counter(), []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.optim.epochs}", disable=not cfg.progress, leave=False)
-        for batch in bar:
-            x, y = batch["image"].to(device), batch["label"].to(device)
-            with autocast(device, cfg.bf16):
-                loss = loss_fn(model(x).float(), y)
-            if not torch.isfinite(loss):
-                raise ValueError(
-                    f"Training loss became {loss.item()} at epoch {epoch}: diverged. Lower optim.lr "
-                    f"(now {cfg.optim.lr}) or turn off bf16; {run_dir / 'last.pt'} holds the last good epoch."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        t0 = time.perf_counter()
+        try:
+            train_loss = train_one_epoch(
+                model, loader, optimizer, scheduler, loss_fn, cfg.optim.grad_clip, cfg.bf16,
+                desc=f"epoch {epoch}/{cfg.optim.epochs}", progress=cfg.progress,
+            )  # fmt: skip
+        except FloatingPointError as exc:
+            raise ValueError(
+                f"{exc} at epoch {epoch}: training diverged. Lower optim.lr (now {cfg.optim.lr}) or turn off "
+                f"bf16; {run_dir / 'last.pt'} holds the last good epoch."
+            ) from exc
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else None,
+            "train_loss": train_loss,
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": round(time.perf_counter() - t0, 2),
             "val_dice_fg": None,
