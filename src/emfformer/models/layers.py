@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvNorm", "ConvNormAct", "LayerScale2d", "channel_shuffle", "to_tokens", "from_tokens"]
+__all__ = [
+    "ConvNorm",
+    "ConvNormAct",
+    "LayerScale2d",
+    "channel_shuffle",
+    "check_positive",
+    "to_tokens",
+    "from_tokens",
+]
 
 
 class ConvNorm(nn.Sequential):
@@ -61,6 +69,13 @@ class LayerScale2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
+
+
+def check_positive(**values: int) -> None:
+    """Raise ValueError naming every argument that is < 1."""
+    bad = {k: v for k, v in values.items() if v < 1}
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be >= 1, got {bad}")
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import check_positive
+
 __all__ = ["VectorAggregationAttention"]
 
 
@@ -35,10 +37,7 @@ class VectorAggregationAttention(nn.Module):
 
     def __init__(self, in_dim: int, head_dim: int, num_heads: int = 1) -> None:
         super().__init__()
-        if min(in_dim, head_dim, num_heads) < 1:
-            raise ValueError(
-                f"in_dim, head_dim, num_heads must be >= 1, got {in_dim}, {head_dim}, {num_heads}"
-            )
+        check_positive(in_dim=in_dim, head_dim=head_dim, num_heads=num_heads)
         self.num_heads = num_heads
         self.head_dim = head_dim
         inner = num_heads * head_dim
