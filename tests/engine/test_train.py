@@ -395,3 +395,15 @@ def test_unetr_gets_the_training_input_size() -> None:
 
     assert size_kwargs("unetr", 64) == {"img_size": 64}
     assert size_kwargs("emf_former_s", 64) == {}
+
+
+def test_thread_setting_applies_to_the_run_only(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_training(tiny_config(tmp_path / "run"))  # tiny runs use threads=1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

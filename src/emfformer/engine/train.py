@@ -155,6 +155,14 @@ def run_training(
         ValueError: bad config, an occupied run folder without ``resume``, a resume override that would
             change the model/data/schedule, or a loss that became NaN/inf.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, resume, resume_overrides)
+    finally:
+        torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
+
+
+def _train(cfg: RunConfig, resume: bool, resume_overrides: dict[str, Any] | list[str] | None) -> Path:
     state = None
     if resume:
         out_dir = cfg.out_dir
