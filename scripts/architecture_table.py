@@ -6,13 +6,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from emfformer.models import create_model
-
-
-def count(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+from emfformer.models.stats import count_flops, count_params
 
 
 def shapes(model, size: int = 224) -> list[tuple[str, tuple[int, ...]]]:
@@ -48,19 +44,15 @@ def main() -> None:
     for name, shp in shapes(create_model("emf_former_s")):
         print(f"| {name} | {shp} |")
     print()
-    names = ["emf_former_t", "emf_former_s", "emf_former_b", "emf_former_s_twin"]
+    names = ["emf_former_t", "emf_former_s", "emf_former_b", "emf_former_s_twin", "emf_former_s_twin_sdpa"]
     models = {n: create_model(n) for n in names}
     print("| part | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     parts = ["stem", *(f"stages.{i}" for i in range(4)), *(f"decoder.{i}" for i in range(3)), "head"]
     for part in parts:
-        cells = [f"{count(m.get_submodule(part)) / 1e3:.1f} k" for m in models.values()]
+        cells = [f"{count_params(m.get_submodule(part)) / 1e3:.1f} k" for m in models.values()]
         print(f"| {part} | " + " | ".join(cells) + " |")
-    print("| **total** | " + " | ".join(f"**{count(m) / 1e6:.3f} M**" for m in models.values()) + " |")
-    flops = []
-    for m in models.values():
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            m.eval()(torch.zeros(1, 1, 224, 224))
-        flops.append(f"{fc.get_total_flops() / 1e9:.2f}")
+    print("| **total** | " + " | ".join(f"**{count_params(m) / 1e6:.3f} M**" for m in models.values()) + " |")
+    flops = [f"{count_flops(m, (1, 1, 224, 224)) / 1e9:.2f}" for m in models.values()]
     print("| GFLOPs @224² (=2·GMACs) | " + " | ".join(flops) + " |")
 
 

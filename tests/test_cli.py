@@ -195,7 +195,7 @@ def test_download_from_an_unreachable_url(tmp_path: Path, capsys: pytest.Capture
     [
         (["optim.learning_rate=1"], "Unknown config key 'optim.learning_rate'"),
         (["optimizer.lr=1"], "Unknown config section 'optimizer'"),
-        (["data.size=30"], "data.size must be a multiple of 16"),
+        (["data.size=30"], "data.size: input side must be a multiple of 16"),
     ],
 )
 def test_bad_config_key_exits_2(
@@ -235,7 +235,14 @@ def test_missing_data_folder_exits_2(
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["train", "--device", "tpu"], ["evaluate"], ["predict", "-i", "x"], ["download", "mnist"]]
+    "argv",
+    [
+        [],
+        ["train", "--device", "tpu"],
+        ["evaluate", "--part", "x"],
+        ["predict", "-i", "x"],
+        ["download", "mnist"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emfformer.metrics import case_metrics, summarize
-from emfformer.report import write_report
+from emfformer.metrics_report import write_report
 
 NAN = float("nan")
 ACDC_NAMES = ["background", "RV", "MYO", "LV"]

@@ -1,27 +1,27 @@
-"""The shipped pretrained checkpoint loads and segments a volume with the right geometry."""
+"""The shipped pretrained Hippocampus model: loads by name, carries its split, segments a volume."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from emfformer.engine.checkpoint import load_checkpoint, members_from_checkpoint, resolve_checkpoint
 from emfformer.engine.inference import predict_volume
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "emf_former_s_hippocampus.pt"
 
-
-def test_shipped_hippocampus_weights_rebuild_and_predict():
-    state = load_checkpoint(WEIGHTS)
-    assert state["model_name"] == "emf_former_s"
+def test_shipped_hippocampus_model_loads_by_name_and_predicts():
+    path = resolve_checkpoint("hippocampus")
+    assert path.is_file() and path.stat().st_size < 40e6  # small enough to ship in the package
+    state = load_checkpoint("hippocampus")
     assert state["class_names"] == ["background", "Anterior", "Posterior"]
-    assert state["config"]["data"]["data_dir"] is None  # no path of the machine it was trained on
-    model, preprocess = model_from_checkpoint(state)
-    assert preprocess.size == 64 and preprocess.mode == "pad"
+    assert len(state["splits"]["test"]) == 42  # the fixed test part, so evaluate needs no --splits
+    members = members_from_checkpoint(state)
+    for member_state, (_, pre) in zip(state.get("members", [state]), members, strict=True):
+        assert member_state["model_name"] == "emf_former_s"
+        assert member_state["config"]["data"]["data_dir"] is None  # no path of the training machine
+        assert pre.size == 64 and pre.mode == "pad"
     image = np.random.default_rng(0).normal(size=(36, 52, 38)).astype(np.float32)
     with torch.inference_mode():
-        labels, _ = predict_volume(model, image, preprocess)
+        labels = predict_volume(members, image, tta=bool(state.get("tta", False)))
     assert labels.shape == image.shape
     assert set(np.unique(labels)) <= {0, 1, 2}

@@ -1,3 +1,3 @@
 """emfformer: reference implementation of EMF-former (Hao, Quan & Lu, MICCAI 2024)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,10 @@
 """The ``emfformer`` command: thin parsers that validate and call the importable engine functions.
 
 emfformer train     --config configs/hippocampus.yaml [--data DIR] [--set optim.lr=1e-3 ...]
-emfformer evaluate  --checkpoint RUN/best.pt [--part test]
-emfformer predict   -i FILE_OR_DIR -o DIR --checkpoint RUN/best.pt [--overlays]
+emfformer evaluate  [--checkpoint RUN/best.pt ...] [--part test] [--tta]
+emfformer predict   -i FILE_OR_DIR -o DIR [--checkpoint RUN/best.pt ...] [--overlays] [--tta]
+emfformer pack      RUN_A/best.pt RUN_B/best.pt ... -o ensemble.pt [--tta]
+emfformer report    RUN_DIR... -o report.html
 emfformer download  hippocampus|acdc --to DIR
 emfformer bench     [--models ...] [--out DIR]
 emfformer models
@@ -15,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from . import __version__
 from .data.cases import DataError
 
 __all__ = ["main", "build_parser"]
@@ -58,8 +61,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import run_evaluation
 
     s = run_evaluation(
-        args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16
-    )
+        args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16,
+        tta=args.tta,
+    )  # fmt: skip
     print(
         f"fg Dice {100 * s['mean_dice_fg']:.2f} %, fg mIoU {100 * s['miou_fg']:.2f} %, HD95 {s['hd95_fg_mm']:.2f} mm"
     )
@@ -70,8 +74,42 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .engine.predict import run_prediction
 
-    written = run_prediction(args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16)
+    written = run_prediction(
+        args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta
+    )
     print(f"Wrote {len(written)} label file(s) to {args.output}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import pack_ensemble
+
+    path = pack_ensemble(args.checkpoints, args.output, tta=args.tta)
+    print(f"Wrote {path} ({len(args.checkpoints)} checkpoint(s), tta={'on' if args.tta else 'off'})")
+    return 0
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=None,
+        help="best.pt of a run, a file from `emfformer pack`, or a shipped name (default: hippocampus); "
+        "several are fused by averaging their probabilities",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirror test-time augmentation (default: as the checkpoint recommends)",
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .engine.html_report import write_html_report
+
+    path = write_html_report(args.runs, args.output, data_dir=args.data, overlays=not args.no_overlays)
+    print(f"Wrote {path}")
     return 0
 
 
@@ -86,15 +124,16 @@ def _download(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from .models import create_model, list_models
+    from .models.stats import count_params
 
     for name in list_models():
-        n = sum(p.numel() for p in create_model(name).parameters())
+        n = count_params(create_model(name))
         print(f"{name:22s} {n / 1e6:8.3f} M params")
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .engine.bench import run_from_args
+    from .bench.run import run_from_args
 
     return run_from_args(args)
 
@@ -104,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emfformer", description="EMF-former for 2D medical image segmentation"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"emfformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -127,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["train"] = _train
 
     p = sub.add_parser("evaluate", help="Dice / IoU / HD95 (mm) of a checkpoint on 3D volumes")
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    _add_checkpoint_args(p)
     p.add_argument("--part", default="test", choices=["train", "val", "test", "external_test"])
     p.add_argument("--data", help="dataset folder (default: the one used in training)")
     p.add_argument("--out", help="report folder (default: RUN/eval_<part>)")
@@ -140,11 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment NIfTI volumes; outputs keep names, shape, affine, header")
     p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz file or a folder of them")
     p.add_argument("-o", "--output", required=True, help="output folder for the label files")
-    p.add_argument("--checkpoint", required=True, help="best.pt of a run")
+    _add_checkpoint_args(p)
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["predict"] = _predict
+
+    p = sub.add_parser(
+        "pack", help="pack run checkpoints into one small ensemble file (for predict/evaluate)"
+    )
+    p.add_argument("checkpoints", nargs="+", help="best.pt files (e.g. one per slice axis)")
+    p.add_argument("-o", "--output", required=True, help="the ensemble file to write")
+    p.add_argument("--tta", action="store_true", help="record that mirror TTA belongs to the recipe")
+    commands["pack"] = _pack
+
+    p = sub.add_parser("report", help="one self-contained HTML page: results, curves, bench plots, overlays")
+    p.add_argument("runs", nargs="+", help="run folders (after evaluate) and/or bench folders")
+    p.add_argument("-o", "--output", required=True, help="the .html file to write")
+    p.add_argument("--data", help="dataset folder for the overlays (default: the one the evaluation used)")
+    p.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no data needed)")
+    commands["report"] = _report
 
     p = sub.add_parser("download", help="download and verify an official dataset archive")
     p.add_argument("dataset", choices=["hippocampus", "acdc"])
@@ -154,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["download"] = _download
 
     p = sub.add_parser("bench", help="params, FLOPs, memory, latency side by side")
-    from .engine.bench import add_arguments
+    from .bench.run import add_arguments
 
     add_arguments(p)
     commands["bench"] = _bench

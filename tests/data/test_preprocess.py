@@ -232,3 +232,15 @@ def test_slice_info_dict_round_trip() -> None:
     _, _, info = volume_to_slices(np.zeros((70, 20, 3)), PreprocessConfig(slice_axis=-1))
     assert info.slice_axis == 2
     assert SliceInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
+
+
+def test_context_slices_are_the_neighbours_with_edges_repeated() -> None:
+    from emfformer.data.preprocess import add_context
+
+    slices = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
+    out = add_context(slices, 3)
+    assert out.shape == (4, 3, 2, 2)
+    assert out[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert add_context(slices, 1) is slices
+    with pytest.raises(ValueError, match="context must be an odd"):
+        PreprocessConfig(context=2)

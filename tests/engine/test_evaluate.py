@@ -15,7 +15,8 @@ import pytest
 
 from emfformer.data.cases import DataError, Volume
 from emfformer.engine import evaluate as evaluate_module
-from emfformer.engine import train as train_module
+from emfformer.engine import inference as inference_module
+from emfformer.engine.checkpoint import load_checkpoint, save_checkpoint
 from emfformer.engine.evaluate import run_evaluation
 
 CLASSES = ["background", "Anterior", "Posterior"]
@@ -51,7 +52,7 @@ def test_evaluate_writes_the_report(trained_run: Path, tmp_path: Path) -> None:
     assert metrics["class_names"] == CLASSES
     assert metrics["extra"]["part"] == "test" and metrics["extra"]["epoch"] == 1
     assert metrics["extra"]["model_name"] == "emf_former_t"
-    assert metrics["extra"]["splits_file"] == str(trained_run / "splits.json")
+    assert metrics["extra"]["splits_file"] == "stored in the checkpoint"
     assert metrics["summary"]["mean_dice_fg"] == pytest.approx(summary["mean_dice_fg"])
     for row in rows:
         for name in CLASSES:
@@ -83,8 +84,10 @@ def test_max_cases_limits_the_part(trained_run: Path, tmp_path: Path) -> None:
 def test_missing_split_file_is_a_clear_value_error(trained_run: Path, tmp_path: Path) -> None:
     lone = tmp_path / "lone"
     lone.mkdir()
-    shutil.copy(trained_run / "best.pt", lone / "best.pt")
-    with pytest.raises(ValueError, match=r"No split file .*splits\.json.*--splits"):
+    state = load_checkpoint(trained_run / "best.pt")
+    del state["splits"]  # a checkpoint of emfformer 0.1 carried no split
+    save_checkpoint(lone / "best.pt", state)
+    with pytest.raises(ValueError, match=r"No split .*splits\.json.*--splits"):
         _evaluate(lone, tmp_path / "eval")
     with pytest.raises(ValueError, match="No split file"):
         _evaluate(trained_run, tmp_path / "eval", splits_file=tmp_path / "nope.json")
@@ -125,13 +128,11 @@ def _model_returning(monkeypatch: pytest.MonkeyPatch, make_labels: Any) -> list[
         loaded[id(vol.image)] = vol
         return vol
 
-    def predict_volume(
-        model: Any, image: np.ndarray, preprocess: Any, **kwargs: Any
-    ) -> tuple[np.ndarray, None]:
-        return make_labels(loaded[id(image)]), None
+    def predict_volume(members: Any, image: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        return make_labels(loaded[id(image)])
 
     monkeypatch.setattr(evaluate_module, "load_volume", load_volume)
-    monkeypatch.setattr(train_module, "predict_volume", predict_volume)
+    monkeypatch.setattr(inference_module, "predict_volume", predict_volume)
     return list(loaded.values())
 
 

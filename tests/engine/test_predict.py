@@ -108,7 +108,7 @@ def test_prediction_keeps_names_shape_and_geometry(
         assert set(np.unique(labels).tolist()) <= {0, 1, 2}, name
         # exactly what the model gives for this volume, on the same axes
         image = load_volume(Case("x", geometry_inputs / name)).image
-        expected, _ = predict_volume(model, image, preprocess)
+        expected = predict_volume(model, image, preprocess)
         np.testing.assert_array_equal(labels, expected)
 
 

@@ -391,10 +391,13 @@ def test_model_specific_config_checks(overrides: dict[str, Any], match: str) -> 
 
 
 def test_unetr_gets_the_training_input_size() -> None:
-    from emfformer.models import size_kwargs
+    from emfformer.models import build_model
 
-    assert size_kwargs("unetr", 64) == {"img_size": 64}
-    assert size_kwargs("emf_former_s", 64) == {}
+    assert build_model("unetr", 64, 1, 3)(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="pad to 64"):
+        build_model("emf_former_t", 60)
+    with pytest.raises(ValueError, match="img_size=224"):
+        build_model("unetr", 64, img_size=224)
 
 
 def test_thread_setting_applies_to_the_run_only(

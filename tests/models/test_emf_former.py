@@ -67,8 +67,12 @@ def test_twin_is_the_same_network_without_the_papers_parts():
 def test_constructor_validates(kwargs):
     with pytest.raises(ValueError):
         emf_former("tiny", **kwargs)
-    with pytest.raises(ValueError, match="size must be"):
+    with pytest.raises(ValueError, match="variant must be"):
         emf_former("huge")
+    with pytest.raises(ValueError, match="twin must be"):
+        emf_former("tiny", twin="flash")
+    with pytest.raises(ValueError, match="head_stride"):
+        emf_former("tiny", head_stride=4)
 
 
 def test_grad_checkpoint_covers_every_stage():
@@ -76,3 +80,57 @@ def test_grad_checkpoint_covers_every_stage():
     stages = [*model.stages, *model.decoder]
     assert all(stage.grad_checkpoint for stage in stages)
     assert not any(stage.grad_checkpoint for stage in emf_former("tiny").stages)
+
+
+def test_grad_checkpoint_updates_batchnorm_statistics_once_per_step():
+    """Recomputation reruns BN in training mode: its running stats must still move exactly once."""
+    torch.manual_seed(0)
+    plain = emf_former("tiny").train()
+    recompute = emf_former("tiny", grad_checkpoint=True).train()
+    recompute.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 1, 32, 32)
+    plain(x).square().mean().backward()
+    recompute(x).square().mean().backward()
+    buffers_plain, buffers_recompute = dict(plain.named_buffers()), dict(recompute.named_buffers())
+    assert any(k.endswith("num_batches_tracked") for k in buffers_plain)
+    for name, value in buffers_plain.items():
+        torch.testing.assert_close(buffers_recompute[name], value, rtol=0, atol=0, msg=name)
+        if name.endswith("num_batches_tracked"):
+            assert int(value) == 1, name
+    assert all(m.momentum == 0.1 for m in recompute.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("head_stride", [1, 2])
+def test_head_stride_sets_the_resolution_of_the_logits(head_stride):
+    model = emf_former("tiny", num_classes=3, head_stride=head_stride).eval()
+    assert (model.full_res is None) == (head_stride == 2)
+    assert len(model.decoder) == (4 if head_stride == 1 else 3)
+    seen = {}
+    model.head.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))  # returns None
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 64, 48)).shape == (1, 3, 64, 48)
+    assert tuple(seen["shape"][-2:]) == (64 // head_stride, 48 // head_stride)
+
+
+def test_every_conv_path_has_a_nonlinearity():
+    """The twin's conv blocks and all downsampling convs are nonlinear (not conv + BN alone)."""
+    for name in ("emf_former_s", "emf_former_s_twin", "emf_former_s_twin_sdpa"):
+        model = create_model(name)
+        for stage in model.stages[1:]:
+            assert isinstance(stage.downsample[-1], torch.nn.GELU), name
+        for block in model.stages[0].blocks:
+            assert any(isinstance(m, torch.nn.GELU) for m in block.unit.modules()), name
+
+
+def test_the_two_twins_compute_the_same_function():
+    """emf_former_s_twin (explicit softmax) and _twin_sdpa (fused kernel) differ only in the kernel."""
+    torch.manual_seed(0)
+    explicit = create_model("emf_former_s_twin", num_classes=3).eval()
+    fused = create_model("emf_former_s_twin_sdpa", num_classes=3).eval()
+    fused.load_state_dict(explicit.state_dict())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), explicit(x), rtol=1e-4, atol=1e-4)
+    n_ours = sum(p.numel() for p in create_model("emf_former_s").parameters())
+    n_twin = sum(p.numel() for p in explicit.parameters())
+    assert 1.0 < n_twin / n_ours < 2.0  # same widths/depths; dense convs + full-width heads cost more

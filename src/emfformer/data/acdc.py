@@ -1,5 +1,5 @@
 """Reader for the ACDC dataset (Automated Cardiac Diagnosis Challenge, Bernard et al., IEEE TMI 2018)
-in its official layout, and the published 70/10/20 patient split.
+in its official layout, and the public SSL4MIS 70/10/20 patient split.
 
 Layout (as unpacked from the official Creatis "humanheart-project" archive, whose top folder is
 ``database/``; both ``<root>`` and ``<root>/database`` are accepted)::
@@ -160,17 +160,17 @@ def _split_text() -> str:
 
 
 def load_acdc_split() -> dict[str, Any]:
-    """The published ACDC split (package data ``emfformer/splits/acdc_split.json``).
+    """The public ACDC patient split (package data ``emfformer/splits/acdc_split.json``).
 
-    Patient ids of the 100 official training patients: 70 ``train`` / 10 ``val`` / 20 ``test``, stratified
-    by group (14/2/4 per group), drawn by ``scripts/make_acdc_split.py`` with the recorded ``seed``; plus
-    ``external_test`` = the 50 official testing patients (101-150).
+    Patient ids of the 100 official training patients: 70 ``train`` / 10 ``val`` / 20 ``test``, the lists
+    shared by the SSL4MIS repository (HiLab-git/SSL4MIS ``data/ACDC/*.list``) and the ACDC papers built on
+    it (not stratified by pathology group); plus ``external_test`` = the 50 official testing patients.
     """
     return json.loads(_split_text())
 
 
 def acdc_split(root_or_info: Path | str | DatasetInfo, part: str, strict: bool = True) -> list[Case]:
-    """The cases (both ED and ES frames) of the patients in one part of the published split.
+    """The cases (both ED and ES frames) of the patients in one part of the public split.
 
     Args:
         root_or_info: the ACDC folder (``training/`` is read for train/val/test, ``testing/`` for

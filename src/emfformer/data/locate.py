@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from emfformer.data.acdc import read_acdc
 from emfformer.data.cases import DataError, DatasetInfo
 from emfformer.data.msd import check_msd_dataset, read_msd_dataset
 
-__all__ = ["DATASETS", "DATASET_FOLDERS", "default_cache_dir", "resolve_data_dir", "read_dataset"]
+__all__ = [
+    "DATASETS",
+    "DATASET_FOLDERS",
+    "default_cache_dir",
+    "resolve_data_dir",
+    "read_dataset",
+    "load_dataset",
+]
 
 DATASETS: tuple[str, ...] = ("hippocampus", "acdc", "msd")
 # Folder name of each downloadable dataset inside the cache folder (and under `download --to DIR`).
@@ -99,4 +107,17 @@ def read_dataset(dataset: str, root: Path, check: bool = True) -> DatasetInfo:
     info = read_acdc(Path(root), "training")
     if check:
         check_msd_dataset(info)
+    return info
+
+
+class _Located(Protocol):
+    dataset: str
+    data_dir: str | None
+
+
+def load_dataset(data: _Located, check: bool = True, progress: bool = True) -> DatasetInfo:
+    """Find the dataset folder (``data.data_dir`` > $EMFFORMER_DATA > cache), read and check it."""
+    info = read_dataset(data.dataset, resolve_data_dir(data.dataset, data.data_dir), check=False)
+    if check:
+        check_msd_dataset(info, progress=progress)
     return info

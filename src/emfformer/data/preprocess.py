@@ -32,6 +32,7 @@ __all__ = [
     "normalize_volume",
     "volume_to_slices",
     "slices_to_volume",
+    "slices_to_scores",
     "labels_to_volume",
 ]
 
@@ -47,6 +48,7 @@ class PreprocessConfig:
     mode: str = "pad"  # "pad": centre pad/crop, no resampling; "resize": resample slice to size x size
     slice_axis: int = 2  # volume axis that is sliced (0, 1, 2 or negative); ACDC stacks: last axis
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
+    context: int = 1  # odd number of adjacent slices stacked as channels (1 = 2D, 3/5 = 2.5D input)
 
     def __post_init__(self) -> None:
         self.clip_percentiles = tuple(float(p) for p in self.clip_percentiles)  # type: ignore[assignment]
@@ -64,6 +66,13 @@ class PreprocessConfig:
             raise ValueError(
                 f"PreprocessConfig.slice_axis must be in -3..2 for 3D volumes, got {self.slice_axis}."
             )
+        if (
+            isinstance(self.context, bool)
+            or not isinstance(self.context, int)
+            or self.context < 1
+            or self.context % 2 == 0
+        ):
+            raise ValueError(f"PreprocessConfig.context must be an odd int >= 1, got {self.context!r}.")
         lo_hi = self.clip_percentiles
         if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
             raise ValueError(
@@ -203,7 +212,8 @@ def volume_to_slices(
         label: optional (X, Y, Z) non-negative integer label volume.
 
     Returns:
-        slices: float32 (S, 1, size, size), S = size of ``slice_axis``.
+        slices: float32 (S, context, size, size), S = size of ``slice_axis``; with ``context`` > 1 the
+            channels are the slice's neighbours in volume order, repeating the edge slice at the ends.
         label_slices: int64 (S, size, size), or ``None`` without a label.
         info: the `SliceInfo` that `slices_to_volume` / `labels_to_volume` need.
 
@@ -236,7 +246,7 @@ def volume_to_slices(
         if lab is not None:
             label_slices = np.zeros((s, size, size), dtype=np.int64)
             label_slices[:, p0 : p0 + l0, p1 : p1 + l1] = lab[:, c0 : c0 + l0, c1 : c1 + l1]
-        return slices, label_slices, info
+        return add_context(slices, cfg.context), label_slices, info
 
     info = SliceInfo(tuple(image.shape), axis, "resize", size)  # type: ignore[arg-type]
     t = torch.from_numpy(np.ascontiguousarray(vol))[:, None]  # (S, 1, H, W)
@@ -250,7 +260,16 @@ def volume_to_slices(
         if (h, w) != (size, size):
             lt = F.interpolate(lt, size=(size, size), mode="nearest-exact")
         label_slices = lt[:, 0].round().long().numpy()
-    return t.numpy().astype(np.float32, copy=False), label_slices, info
+    return add_context(t.numpy().astype(np.float32, copy=False), cfg.context), label_slices, info
+
+
+def add_context(slices: np.ndarray, context: int) -> np.ndarray:
+    """(S, 1, H, W) -> (S, context, H, W): channel j of slice i is slice clip(i - context//2 + j)."""
+    if context == 1:
+        return slices
+    r = context // 2
+    idx = np.clip(np.arange(len(slices))[:, None] + np.arange(-r, r + 1)[None], 0, len(slices) - 1)
+    return np.ascontiguousarray(slices[idx, 0])
 
 
 def _as_float_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -259,22 +278,22 @@ def _as_float_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     return x.detach().cpu().float()
 
 
-def slices_to_volume(probs_or_logits: torch.Tensor | np.ndarray, info: SliceInfo) -> np.ndarray:
-    """Turn per-slice class scores back into a label volume on the original voxel grid.
+def slices_to_scores(probs: torch.Tensor | np.ndarray, info: SliceInfo) -> np.ndarray:
+    """Put per-slice class probabilities back on the original voxel grid: (S, C, size, size) -> (C, X, Y, Z).
 
-    Pad mode: argmax, then the padding is cropped away exactly. Where the original slice was larger
-    than ``size`` and was centre-cropped, the network never saw the cropped-away border; it is filled
-    with background 0. Resize mode: the scores are resized back with bilinear interpolation, then
-    argmaxed (probabilities or logits both work; they can differ only at near-ties).
+    Pad mode crops the padding away exactly; where the original slice was larger than ``size`` and was
+    centre-cropped, the network never saw the border: it gets background probability 1. Resize mode
+    resizes the scores back with bilinear interpolation. Probabilities of several models (other slice
+    axes, other folds) can then be averaged voxel by voxel.
 
     Args:
-        probs_or_logits: (S, C, size, size) scores, C >= 2, S = ``info.num_slices``.
+        probs: (S, C, size, size) scores, C >= 2, S = ``info.num_slices``.
         info: returned by `volume_to_slices` for this volume.
 
     Returns:
-        int16 label volume with shape ``info.original_shape``.
+        float32 (C, *info.original_shape).
     """
-    scores = _as_float_tensor(probs_or_logits)
+    scores = _as_float_tensor(probs)
     expected = (info.num_slices, info.size, info.size)
     if scores.ndim != 4 or (scores.shape[0], *scores.shape[2:]) != expected:
         raise ValueError(
@@ -284,15 +303,28 @@ def slices_to_volume(probs_or_logits: torch.Tensor | np.ndarray, info: SliceInfo
     if scores.shape[1] < 2:
         raise ValueError(f"Need at least 2 class channels to take an argmax, got {scores.shape[1]}.")
     h, w = info.in_plane_shape
+    out = np.zeros((info.num_slices, scores.shape[1], h, w), dtype=np.float32)
     if info.mode == "pad":
-        return _uncrop_labels(scores.argmax(dim=1).numpy(), info)
-    out = np.empty((info.num_slices, h, w), dtype=np.int16)
-    for i in range(0, info.num_slices, _INVERSE_CHUNK):
-        chunk = scores[i : i + _INVERSE_CHUNK]
-        if (h, w) != (info.size, info.size):
-            chunk = F.interpolate(chunk, size=(h, w), mode="bilinear", align_corners=False)
-        out[i : i + _INVERSE_CHUNK] = chunk.argmax(dim=1).numpy()
-    return np.ascontiguousarray(np.moveaxis(out, 0, info.slice_axis))
+        (p0, p1), (c0, c1), (l0, l1) = info.pad_before, info.crop_start, info.length
+        out[:, 0] = 1.0  # outside the centre crop: background
+        out[:, :, c0 : c0 + l0, c1 : c1 + l1] = scores[:, :, p0 : p0 + l0, p1 : p1 + l1].numpy()
+    else:
+        for i in range(0, info.num_slices, _INVERSE_CHUNK):
+            chunk = scores[i : i + _INVERSE_CHUNK]
+            if (h, w) != (info.size, info.size):
+                chunk = F.interpolate(chunk, size=(h, w), mode="bilinear", align_corners=False)
+            out[i : i + _INVERSE_CHUNK] = chunk.numpy()
+    # (S, C, h, w) -> (C, X, Y, Z) with S back at the sliced axis
+    return np.ascontiguousarray(np.moveaxis(out.swapaxes(0, 1), 1, info.slice_axis + 1))
+
+
+def slices_to_volume(probs_or_logits: torch.Tensor | np.ndarray, info: SliceInfo) -> np.ndarray:
+    """Turn per-slice class scores (S, C, size, size) into an int16 label volume on the original grid.
+
+    The argmax of `slices_to_scores` (probabilities or logits both work; resize mode can differ only
+    at near-ties).
+    """
+    return slices_to_scores(probs_or_logits, info).argmax(axis=0).astype(np.int16)
 
 
 def _uncrop_labels(label_slices: np.ndarray, info: SliceInfo) -> np.ndarray:

@@ -244,7 +244,8 @@ def train_transforms(
     * `RandGaussianNoised` (std 0.1 of the z-scored intensities), `RandScaleIntensityd` (x 0.75..1.25)
       and `RandAdjustContrastd` (gamma 0.7..1.5), each with probability ``intensity_prob``.
     * No flips by default: left and right hippocampus / RV and LV positions are anatomical facts the
-      network may use. ``flip_prob > 0`` adds a random axis flip.
+      network may use. ``flip_prob > 0`` flips each in-plane axis with that probability (nnU-Net's
+      mirroring; pairs with mirror test-time augmentation).
 
     ``affine_prob`` is 0.5 rather than 1 for speed (see docs): the affine resampling is the costly part.
 
@@ -264,8 +265,11 @@ def train_transforms(
         )
     keys = ("image", "label")
     transforms: list[Callable[..., Any]] = []
-    if flip_prob > 0:
-        transforms.append(mt.RandAxisFlipd(keys=keys, prob=flip_prob, allow_missing_keys=True))
+    if flip_prob > 0:  # each in-plane axis flipped independently: all 4 mirrorings occur, as in TTA
+        transforms += [
+            mt.RandFlipd(keys=keys, prob=flip_prob, spatial_axis=axis, allow_missing_keys=True)
+            for axis in (0, 1)
+        ]
     transforms += [
         mt.RandAffined(
             keys=keys,

@@ -8,21 +8,39 @@ JSON format::
      "folds": [{"train": [...], "val": [...]}, ...]}
 
 ``n_folds=1`` means a single train/val split whose validation part holds 20 % of the non-test cases
-(the size of one fold of a 5-fold split). ACDC uses its published patient split instead
+(the size of one fold of a 5-fold split). ACDC uses the public SSL4MIS patient split instead
 (`emfformer.data.acdc.acdc_split`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from emfformer.data.cases import DataError
+from emfformer.data.acdc import acdc_split, read_acdc
+from emfformer.data.cases import Case, DataError, DatasetInfo
 from emfformer.io import atomic_write_text
 
-__all__ = ["make_splits", "load_or_create_splits", "get_split", "SPLIT_PARTS"]
+__all__ = ["make_splits", "load_or_create_splits", "get_split", "select_cases", "SPLIT_PARTS", "PARTS"]
+
+log = logging.getLogger(__name__)
+
+PARTS: tuple[str, ...] = ("train", "val", "test", "external_test")
+
+
+class SplitSettings(Protocol):
+    """The split settings of a run (``emfformer.engine.config.DataConfig`` has them)."""
+
+    dataset: str
+    fold: int
+    n_folds: int
+    test_fraction: float
+    split_seed: int
+    max_cases: int | None
+
 
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
 _SINGLE_SPLIT_VAL_FRACTION = 0.2
@@ -165,3 +183,46 @@ def get_split(splits: dict[str, Any], fold: int, part: str) -> list[str]:
     if not 0 <= fold < n:
         raise ValueError(f"fold must be in 0..{n - 1} for this split file, got {fold}.")
     return list(splits["test"]) if part == "test" else list(splits["folds"][fold][part])
+
+
+def select_cases(
+    info: DatasetInfo, data: SplitSettings, part: str, splits: Path | dict[str, Any]
+) -> list[Case]:
+    """The cases of ``part`` (train | val | test | external_test), at most ``data.max_cases`` of them.
+
+    Folder datasets: ``splits`` (a split dict, or a split file created from ``data.split_seed`` when
+    missing) decides;
+    ``data.fold == -1`` trains on all non-test cases.
+
+    Raises:
+        ValueError: unknown part, or external_test for a dataset that has none.
+        DataError: the part is empty (e.g. a split file from another dataset).
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    if data.dataset == "acdc":
+        source = read_acdc(info.root, "testing") if part == "external_test" else info
+        cases = acdc_split(source, part, strict=False)
+        expected = {"train": 140, "val": 20, "test": 40, "external_test": 100}[part]
+        if 0 < len(cases) < expected:
+            log.warning(
+                "ACDC part %s has %d of its %d frames (incomplete dataset?)", part, len(cases), expected
+            )
+    else:
+        if part == "external_test":
+            raise ValueError("external_test exists only for ACDC; folder datasets have train | val | test")
+        ids = [c.case_id for c in info.cases]
+        if not isinstance(splits, dict):  # a file: reuse it, or create it from data.split_seed
+            splits = load_or_create_splits(splits, ids, data.n_folds, data.test_fraction, data.split_seed)
+        if data.fold == -1 and part in ("train", "val"):  # train on every non-test case, validate on none
+            wanted = set() if part == "val" else {i for f in splits["folds"] for i in f["train"] + f["val"]}
+        else:
+            wanted = set(get_split(splits, data.fold, part))
+        cases = [c for c in info.cases if c.case_id in wanted]
+    if data.max_cases is not None:
+        cases = cases[: data.max_cases]
+    if not cases:
+        raise DataError(
+            f"Part {part!r} of dataset {info.name} ({info.root}) holds no cases; check the split."
+        )
+    return cases

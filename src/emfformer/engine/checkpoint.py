@@ -1,57 +1,178 @@
 """Self-describing checkpoints (nanoGPT style): everything predict/evaluate need to rebuild the model.
 
-Contents: ``model`` / ``optimizer`` / ``scheduler`` (state dicts), ``rng``, ``history``, ``model_kwargs``
-(incl. in_channels / num_classes), ``model_name``, ``preprocess`` (PreprocessConfig dict), ``class_names``,
-``dataset``, ``config`` (the resolved RunConfig), ``epoch``, ``metric`` / ``best_metric``, ``seed``,
+A run checkpoint (``best.pt`` / ``last.pt``) holds: ``model`` / ``optimizer`` / ``scheduler`` (state
+dicts), ``rng``, ``history``, ``model_kwargs`` (incl. in_channels / num_classes), ``model_name``,
+``preprocess`` (PreprocessConfig dict), ``class_names``, ``dataset``, ``config`` (the resolved
+RunConfig), ``splits`` (the run's case split), ``epoch``, ``metric`` / ``best_metric``, ``seed``,
 ``emfformer_version``.
+
+An *ensemble* file (``emfformer pack``) holds ``members`` (stripped run checkpoints, e.g. one per slice
+axis), the shared ``class_names``, ``dataset`` and ``splits``, and ``tta`` (whether mirror test-time
+augmentation is part of the recipe). Both load with ``torch.load(weights_only=True)``: tensors and
+plain Python values only, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from numpy._core import multiarray as np_multiarray  # numpy >= 2 (pyproject)
 
 from .. import __version__
 from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write
 from ..models import create_model
+from .inference import Member
 
-__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+__all__ = [
+    "SHIPPED",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "members_from_checkpoint",
+    "strip_checkpoint",
+    "pack_ensemble",
+    "resolve_checkpoint",
+]
 
 REQUIRED_KEYS = ("model", "model_name", "model_kwargs", "preprocess", "class_names")
+ENSEMBLE_KEYS = ("members", "class_names")
+# what inference, evaluation and the model card need; optimizer/scheduler/RNG state are dropped
+INFERENCE_KEYS = (
+    *REQUIRED_KEYS,
+    "dataset",
+    "config",
+    "seed",
+    "epoch",
+    "metric",
+    "splits",
+    "emfformer_version",
+)
+# plain numpy arrays (RNG state in checkpoints of emfformer 0.1): data only, no code paths
+_NUMPY_GLOBALS: list[Any] = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np_multiarray._reconstruct]
+# pretrained weights shipped inside the package: name -> file in emfformer/weights/
+SHIPPED = {"hippocampus": "hippocampus.pt"}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if "members" in state:
+        missing = [k for k in ENSEMBLE_KEYS if k not in state]
+    else:
+        missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     return atomic_write(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` on the CPU.
+def resolve_checkpoint(spec: str | Path | None) -> Path:
+    """A shipped name (``hippocampus``; ``None`` means it) or a path -> the checkpoint file.
 
     Raises:
-        ValueError: missing file, unreadable file, or not an emfformer checkpoint.
+        ValueError: the file does not exist (the message lists the shipped names).
     """
-    path = Path(path)
+    spec = "hippocampus" if spec is None else spec
+    if str(spec) in SHIPPED:
+        return Path(str(resources.files("emfformer") / "weights" / SHIPPED[str(spec)]))
+    path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"Checkpoint not found: {path}. Give the best.pt / last.pt of a run folder.")
+        raise ValueError(
+            f"Checkpoint not found: {path}. Give the best.pt / last.pt of a run folder, a file from "
+            f"`emfformer pack`, or a shipped name ({', '.join(SHIPPED)})."
+        )
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a run checkpoint or an ensemble file on the CPU, without running any code from it.
+
+    Raises:
+        ValueError: missing file, unreadable or unsafe file, or not an emfformer checkpoint.
+    """
+    path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise ValueError(f"Cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        raise ValueError(f"{path} is not an emfformer checkpoint (needs keys {list(REQUIRED_KEYS)})")
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files and for refused pickles
+        raise ValueError(
+            f"Cannot read checkpoint {path}: {str(exc).splitlines()[0]}. It is corrupt, not a checkpoint, "
+            "holds objects other than tensors and plain values (refused: loading them could run code), "
+            "or was written by emfformer < 0.2 (retrain or re-pack it)."
+        ) from exc
+    keys = ENSEMBLE_KEYS if isinstance(state, dict) and "members" in state else REQUIRED_KEYS
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise ValueError(f"{path} is not an emfformer checkpoint (needs keys {list(keys)})")
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, PreprocessConfig]:
-    """Rebuild the model (eval mode, weights loaded) and its preprocessing from a checkpoint dict."""
-    model = create_model(state["model_name"], **state["model_kwargs"])
-    model.load_state_dict(state["model"])
-    return model.eval(), PreprocessConfig.from_dict(state["preprocess"])
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, PreprocessConfig]:
+    """Rebuild the model (eval mode, weights loaded) and its preprocessing from a run checkpoint dict.
+
+    Raises:
+        ValueError: the weights do not fit the model the checkpoint names.
+    """
+    try:
+        model = create_model(state["model_name"], **state["model_kwargs"])
+        model.load_state_dict(state["model"])
+        preprocess = PreprocessConfig.from_dict(state["preprocess"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"Checkpoint weights do not fit model {state.get('model_name')!r}: {str(exc).splitlines()[0]}"
+        ) from exc
+    return model.eval(), preprocess
+
+
+def members_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> list[Member]:
+    """Every (model, preprocess) of a run checkpoint (one) or an ensemble file (several), on ``device``."""
+    states = state["members"] if "members" in state else [state]
+    members = []
+    for member in states:
+        if list(member["class_names"]) != list(state["class_names"]):
+            raise ValueError(f"ensemble members disagree on classes: {member['class_names']}")
+        model, pre = model_from_checkpoint(member)
+        members.append((model.to(device), pre))
+    return members
+
+
+def strip_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """The inference part of a run checkpoint (no optimizer, scheduler, RNG, history or local paths)."""
+    out = {k: state[k] for k in INFERENCE_KEYS if k in state}
+    if isinstance(out.get("config"), dict) and isinstance(out["config"].get("data"), dict):
+        # folders of the training machine mean nothing elsewhere (evaluate falls back to --data / env)
+        out["config"] = {
+            **out["config"],
+            "data": {**out["config"]["data"], "data_dir": None, "cache_dir": None},
+        }
+        out["config"]["out_dir"] = "runs/shipped"
+    return out
+
+
+def pack_ensemble(checkpoints: Sequence[str | Path], out: str | Path, tta: bool = False) -> Path:
+    """Write one ensemble file from run checkpoints (e.g. the three slice-axis models of a recipe).
+
+    All members must share class names, dataset and case split (so the test part is the same).
+
+    Raises:
+        ValueError: no checkpoints, or members that disagree.
+    """
+    if not checkpoints:
+        raise ValueError("pack needs at least one checkpoint")
+    states = [load_checkpoint(c) for c in checkpoints]
+    members = [m for s in states for m in (s["members"] if "members" in s else [strip_checkpoint(s)])]
+    first = members[0]
+    for name in ("class_names", "dataset", "splits"):
+        if any(m.get(name) != first.get(name) for m in members):
+            raise ValueError(f"the checkpoints disagree on {name}; only models of one dataset and split pack")
+    state = {
+        "members": members,
+        "class_names": first["class_names"],
+        "dataset": first.get("dataset"),
+        "splits": first.get("splits"),
+        "tta": bool(tta),
+    }
+    return save_checkpoint(out, state)

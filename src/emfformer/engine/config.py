@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..data.locate import DATASETS
-from ..models import list_models, min_input_multiple
+from ..models import input_problem, list_models
 
 __all__ = [
     "DataConfig",
@@ -37,11 +37,14 @@ class DataConfig:
     size: int = 64  # 2D input side (64 for Hippocampus, 224 for ACDC)
     mode: str = "pad"  # pad (centre pad/crop, no resampling) | resize (TransUNet-style in-plane resize)
     slice_axis: int = 2  # volume axis the 2D slices are taken along
-    fold: int = 0  # cross-validation fold used for train/val (folder datasets)
+    fold: int = 0  # cross-validation fold used for train/val; -1 = train on all non-test cases, no val
+    split_seed: int = 0  # seed of the case split (test part + folds); fixed while the run seed varies
     n_folds: int = 5  # folds of the non-test part
     test_fraction: float = 0.2  # held-out test part of folder datasets, fixed for all folds
     keep_empty: float = 1.0  # fraction of all-background training slices kept
+    context: int = 1  # adjacent slices stacked as input channels (odd; 1 = 2D, 3 = 2.5D)
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
+    flip_prob: float = 0.0  # per in-plane axis mirroring probability in augmentation (0 = no flips)
     cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
 
@@ -218,13 +221,18 @@ def _validate(cfg: RunConfig) -> None:
             f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",
         ),
         (
-            cfg.model.name not in list_models() or cfg.data.size % min_input_multiple(cfg.model.name) == 0,
-            f"data.size must be a multiple of {min_input_multiple(cfg.model.name)} for model {cfg.model.name}, "
-            f"got {cfg.data.size}",
+            cfg.model.name not in list_models() or not input_problem(cfg.model.name, cfg.data.size),
+            f"data.size: {input_problem(cfg.model.name, cfg.data.size) if cfg.model.name in list_models() else ''}",
         ),
         (isinstance(cfg.model.kwargs, dict), f"model.kwargs must be a mapping, got {cfg.model.kwargs!r}"),
         (cfg.data.mode in ("pad", "resize"), f"data.mode must be pad|resize, got {cfg.data.mode!r}"),
         (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
+        (cfg.data.fold >= -1, f"data.fold must be >= 0, or -1 for all non-test cases, got {cfg.data.fold}"),
+        (
+            cfg.data.context >= 1 and cfg.data.context % 2 == 1,
+            f"data.context must be an odd number >= 1, got {cfg.data.context}",
+        ),
+        (0.0 <= cfg.data.flip_prob <= 1.0, f"data.flip_prob must be in [0, 1], got {cfg.data.flip_prob}"),
         (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.cases import load_volume
-from ..report import write_report
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.locate import load_dataset
+from ..data.splits import select_cases
+from ..metrics_report import write_report
+from .checkpoint import load_checkpoint, members_from_checkpoint, resolve_checkpoint
 from .config import config_from_dict
-from .parts import load_dataset, select_cases
-from .train import evaluate_volumes, resolve_device
+from .inference import evaluate_volumes, resolve_device
 
 __all__ = ["run_evaluation"]
 
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def run_evaluation(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path] | None = None,
     part: str = "test",
     data_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -31,54 +33,90 @@ def run_evaluation(
     device: str = "auto",
     bf16: bool = False,
     progress: bool = True,
+    tta: bool | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on a part of its dataset; returns the summary dict.
+    """Evaluate a checkpoint (or the fused probabilities of several) on a part of its dataset.
 
     Args:
-        checkpoint: a ``best.pt`` / ``last.pt`` written by ``emfformer train``.
+        checkpoint: a run's ``best.pt`` / ``last.pt``, an ensemble file from ``emfformer pack``, a shipped
+            name (``hippocampus``, the default), or a list of these whose probabilities are averaged.
         part: ``test`` (held-out; default), ``val``, ``train`` or ``external_test`` (ACDC testing/).
         data_dir: dataset folder; default: the one recorded in the checkpoint, then $EMFFORMER_DATA, cache.
         out_dir: report folder; default ``<run folder>/eval_<part>`` (``eval_<part>_<stem>`` for a
             checkpoint other than ``best.pt``).
-        splits_file: split JSON; default the ``splits.json`` beside the checkpoint (the training split).
+        splits_file: split JSON; default the split stored in the checkpoint, else the ``splits.json``
+            beside it (the training split).
         max_cases: evaluate only the first N cases of the part.
+        tta: mirror test-time augmentation; ``None`` = what the checkpoint recommends (ensemble files).
 
     Writes ``metrics.json``, ``per_case.csv`` and ``summary.md`` to ``out_dir``.
     """
-    checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
+    paths = [resolve_checkpoint(c) for c in _as_list(checkpoint)]
+    states = [load_checkpoint(p) for p in paths]
+    first = states[0]["members"][0] if "members" in states[0] else states[0]
+    class_names = list(states[0]["class_names"])
+    if any(list(s["class_names"]) != class_names for s in states):
+        raise ValueError("the checkpoints disagree on class names; only models of one dataset can be fused")
+    tta = bool(states[0].get("tta", False)) if tta is None else tta
+    cfg = config_from_dict(first["config"])
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
+    if max_cases is not None and max_cases < 1:
+        raise ValueError(f"--max-cases must be >= 1, got {max_cases}")
     cfg.data.max_cases = max_cases
-    splits = Path(splits_file) if splits_file else checkpoint.parent / "splits.json"
-    if cfg.data.dataset != "acdc" and not splits.is_file():
-        raise ValueError(
-            f"No split file {splits}: evaluation must use the training run's split so that test cases "
-            "were never trained on. Pass --splits FILE (the run folder's splits.json)."
-        )
+    splits = _splits_for(states[0], paths[0], splits_file, cfg.data.dataset)
     info = load_dataset(cfg.data, check=False)
-    cases = select_cases(info, cfg.data, part, splits, state.get("seed", 0))
-    model, preprocess = model_from_checkpoint(state)
-    model.to(resolve_device(device))
+    cases = select_cases(info, cfg.data, part, splits)
+    dev = resolve_device(device)
+    members = [m for s in states for m in members_from_checkpoint(s, dev)]
     volumes = [load_volume(c) for c in tqdm(cases, desc="load", disable=not progress, leave=False)]
     with torch.inference_mode():
         rows, summary = evaluate_volumes(
-            model, volumes, preprocess, list(state["class_names"]), hd95=True, bf16=bf16, progress=progress
+            members, volumes, class_names, hd95=True, bf16=bf16, tta=tta, progress=progress
         )
-    suffix = (
-        "" if checkpoint.stem == "best" else f"_{checkpoint.stem}"
-    )  # last.pt must not overwrite best's report
-    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{part}{suffix}"
+    stem = paths[0].stem if len(paths) == 1 else "ensemble"
+    suffix = "" if stem == "best" else f"_{stem}"  # last.pt must not overwrite best's report
+    out = Path(out_dir) if out_dir else paths[0].parent / f"eval_{part}{suffix}{'_tta' if tta else ''}"
     extra = {
-        "checkpoint": str(checkpoint),
-        "model_name": state["model_name"],
-        "epoch": state.get("epoch"),
+        "checkpoint": [str(p) for p in paths],
+        "model_name": first["model_name"],
+        "members": len(members),
+        "tta": tta,
+        "epoch": first.get("epoch"),
         "part": part,
-        "splits_file": str(splits) if cfg.data.dataset != "acdc" else "emfformer/splits/acdc_split.json",
+        "splits_file": "emfformer/splits/acdc_split.json"
+        if cfg.data.dataset == "acdc"
+        else (str(splits) if isinstance(splits, Path) else "stored in the checkpoint"),
         "data_dir": str(info.root),
         "num_cases": len(cases),
     }
-    write_report(out, rows, summary, list(state["class_names"]), info.name, extra)
+    write_report(out, rows, summary, class_names, info.name, extra)
     log.info("wrote %s (fg Dice %.4f, fg mIoU %.4f)", out, summary["mean_dice_fg"], summary["miou_fg"])
     return {**summary, "out_dir": str(out)}
+
+
+def _as_list(checkpoint: str | Path | Sequence[str | Path] | None) -> list[str | Path | None]:
+    if checkpoint is None or isinstance(checkpoint, str | Path):
+        return [checkpoint]
+    if not checkpoint:
+        raise ValueError("no checkpoint given")
+    return list(checkpoint)
+
+
+def _splits_for(
+    state: dict[str, Any], path: Path, splits_file: str | Path | None, dataset: str
+) -> Path | dict[str, Any]:
+    """The split to evaluate with: ``splits_file`` > the split inside the checkpoint > the file beside it."""
+    if splits_file:
+        if not Path(splits_file).is_file():
+            raise ValueError(f"No split file {splits_file}: give the training run's splits.json to --splits.")
+        return Path(splits_file)
+    if state.get("splits") is not None:
+        return dict(state["splits"])
+    beside = path.parent / "splits.json"
+    if dataset != "acdc" and not beside.is_file():
+        raise ValueError(
+            f"No split in the checkpoint and no {beside}: evaluation must use the training run's split so "
+            "that test cases were never trained on. Pass --splits FILE (the run folder's splits.json)."
+        )
+    return beside

@@ -1,16 +1,46 @@
-"""Whole-volume inference: volume -> 2D slices -> model -> per-class scores -> label volume."""
+"""Whole-volume inference: volume -> 2D slices -> model(s) -> per-class probabilities -> label volume.
+
+Several models (e.g. one per slice axis, or one per fold) are fused as nnU-Net does: each model's
+softmax probabilities are put back on the volume's own voxel grid, averaged, then argmaxed. Mirror
+test-time augmentation (``tta=True``) averages each model over the 4 in-plane mirrorings.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..data.preprocess import PreprocessConfig, SliceInfo, slices_to_volume, volume_to_slices
+from ..data.cases import Volume
+from ..data.preprocess import PreprocessConfig, slices_to_scores, volume_to_slices
+from ..metrics import case_metrics, summarize
 
-__all__ = ["predict_slices", "predict_volume", "autocast"]
+__all__ = [
+    "predict_slices",
+    "predict_scores",
+    "predict_volume",
+    "autocast",
+    "resolve_device",
+    "Member",
+    "evaluate_volumes",
+]
+
+Member = tuple[nn.Module, PreprocessConfig]  # a model and the preprocessing it was trained with
+_MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but no CUDA GPU is available; use device=cpu or auto")
+    return torch.device(device)
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -20,30 +50,84 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 @torch.no_grad()
 def predict_slices(
-    model: nn.Module, slices: np.ndarray | torch.Tensor, batch_size: int = 64, bf16: bool = False
+    model: nn.Module,
+    slices: np.ndarray | torch.Tensor,
+    batch_size: int = 64,
+    bf16: bool = False,
+    tta: bool = False,
 ) -> torch.Tensor:
-    """Softmax probabilities for 2D slices: (S, 1, H, W) -> float32 (S, C, H, W) on the CPU."""
+    """Softmax probabilities for 2D slices: (S, K, H, W) -> float32 (S, C, H, W) on the CPU.
+
+    ``tta``: the mean over the 4 in-plane mirrorings (each flipped back before averaging).
+    """
     device = next(model.parameters()).device
     x = torch.as_tensor(slices, dtype=torch.float32)
     outs = []
     for i in range(0, len(x), batch_size):
-        with autocast(device, bf16):
-            logits = model(x[i : i + batch_size].to(device))
-        outs.append(logits.float().softmax(dim=1).cpu())
+        batch = x[i : i + batch_size].to(device)
+        probs = 0.0
+        for dims in _MIRRORS if tta else _MIRRORS[:1]:
+            with autocast(device, bf16):
+                logits = model(batch.flip(dims) if dims else batch)
+            p = logits.float().softmax(dim=1)
+            probs = probs + (p.flip(dims) if dims else p)
+        outs.append((probs / (len(_MIRRORS) if tta else 1)).cpu())
     return torch.cat(outs)
 
 
+def predict_scores(
+    members: Sequence[Member], image: np.ndarray, batch_size: int = 64, bf16: bool = False, tta: bool = False
+) -> np.ndarray:
+    """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z) -> (C, X, Y, Z)."""
+    if not members:
+        raise ValueError("predict_scores needs at least one model")
+    total: np.ndarray | None = None
+    for model, pre in members:
+        slices, _, info = volume_to_slices(image, pre)
+        scores = slices_to_scores(predict_slices(model, slices, batch_size, bf16, tta), info)
+        if total is not None and scores.shape != total.shape:
+            raise ValueError(
+                f"models disagree on the number of classes: {scores.shape[0]} vs {total.shape[0]}"
+            )
+        total = scores if total is None else total + scores
+    return total / len(members)
+
+
 def predict_volume(
-    model: nn.Module,
+    members: nn.Module | Sequence[Member],
     image: np.ndarray,
-    preprocess: PreprocessConfig,
+    preprocess: PreprocessConfig | None = None,
     batch_size: int = 64,
     bf16: bool = False,
-) -> tuple[np.ndarray, SliceInfo]:
+    tta: bool = False,
+) -> np.ndarray:
     """Segment one 3D volume (X, Y, Z) slice by slice; returns the int16 label volume (X, Y, Z).
 
-    The training preprocessing is applied and then inverted exactly (``slices_to_volume``).
+    ``members`` is one model (then give its ``preprocess``) or a list of ``(model, preprocess)``
+    pairs whose probabilities are averaged. The preprocessing is inverted exactly.
     """
-    slices, _, info = volume_to_slices(image, preprocess)
-    probs = predict_slices(model, slices, batch_size, bf16)
-    return slices_to_volume(probs, info), info
+    if isinstance(members, nn.Module):
+        if preprocess is None:
+            raise ValueError("predict_volume: a single model needs its PreprocessConfig")
+        members = [(members, preprocess)]
+    return predict_scores(members, image, batch_size, bf16, tta).argmax(axis=0).astype(np.int16)
+
+
+def evaluate_volumes(
+    members: Sequence[Member],
+    volumes: list[Volume],
+    class_names: list[str],
+    hd95: bool = False,
+    bf16: bool = False,
+    tta: bool = False,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Segment and score whole volumes: per-case rows and the summary (see :mod:`emfformer.metrics`)."""
+    for model, _ in members:
+        model.eval()
+    rows = []
+    for vol in tqdm(volumes, desc="evaluate", disable=not progress, leave=False):
+        pred = predict_volume(members, vol.image, bf16=bf16, tta=tta)
+        row = case_metrics(pred, vol.label, len(class_names), vol.spacing, hd95=hd95)
+        rows.append({"case_id": vol.case_id, **row})
+    return rows, summarize(rows, class_names)

@@ -7,6 +7,7 @@ written atomically. Optional PNG overlays show the image with the predicted labe
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -19,9 +20,8 @@ from tqdm.auto import tqdm
 from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_stem
 from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write, save_nifti
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .inference import predict_volume
-from .train import resolve_device
+from .checkpoint import load_checkpoint, members_from_checkpoint
+from .inference import predict_volume, resolve_device
 
 __all__ = ["find_inputs", "run_prediction", "save_overlay"]
 
@@ -89,13 +89,18 @@ def save_overlay(
 def run_prediction(
     inputs: str | Path,
     out_dir: str | Path,
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path] | None = None,
     overlays: bool = False,
     device: str = "auto",
     bf16: bool = False,
     progress: bool = True,
+    tta: bool | None = None,
 ) -> list[Path]:
-    """Segment every input volume with ``checkpoint``; returns the written label files.
+    """Segment every input volume; returns the written label files.
+
+    ``checkpoint``: a run's ``best.pt``, an ensemble file from ``emfformer pack``, a shipped name
+    (default ``hippocampus``), or a list of these whose probabilities are averaged. ``tta``: mirror
+    test-time augmentation (``None``: what the checkpoint recommends).
 
     Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
     With ``overlays``, PNGs go to ``out_dir/overlays/<name>.png``.
@@ -110,18 +115,25 @@ def run_prediction(
         raise ValueError(
             f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."
         )
-    state = load_checkpoint(checkpoint)
-    model, preprocess = model_from_checkpoint(state)
-    model.to(resolve_device(device))
-    num_classes = len(state["class_names"])
+    if checkpoint is None or isinstance(checkpoint, str | Path):
+        checkpoint = [checkpoint]
+    states = [load_checkpoint(c) for c in checkpoint]
+    num_classes = len(states[0]["class_names"])
+    if any(len(s["class_names"]) != num_classes for s in states):
+        raise ValueError("the checkpoints disagree on the number of classes; they cannot be fused")
+    tta = bool(states[0].get("tta", False)) if tta is None else tta
+    dev = resolve_device(device)
+    members = [m for s in states for m in members_from_checkpoint(s, dev)]
+    preprocess = members[0][1]
     for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
-        _check_input(f, preprocess)
+        for _, pre in members:
+            _check_input(f, pre)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for f in tqdm(files, desc="predict", disable=not progress):
         vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
         with torch.inference_mode():
-            labels, _ = predict_volume(model, vol.image, preprocess, bf16=bf16)
+            labels = predict_volume(members, vol.image, bf16=bf16, tta=tta)
         header = vol.header.copy()
         dtype = np.uint8 if num_classes <= 256 else np.int16
         header.set_data_dtype(dtype)

@@ -7,10 +7,12 @@ checkpoint is the one with the highest foreground mIoU on validation (the paper'
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +23,23 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.cases import Volume, load_volume
-from ..data.locate import default_cache_dir
+from ..data.locate import default_cache_dir, load_dataset
 from ..data.preprocess import PreprocessConfig
-from ..data.slices import SliceDataset, build_slice_cache, train_transforms
+from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
+from ..data.splits import select_cases
 from ..io import atomic_write_text
-from ..metrics import case_metrics, summarize
-from ..models import create_model, size_kwargs
+from ..models import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides
 from .history import write_history
-from .inference import autocast, predict_volume
+from .inference import autocast, evaluate_volumes, resolve_device
 from .losses import SegLoss
-from .parts import load_dataset, select_cases
 
 __all__ = [
     "run_training",
     "train_one_epoch",
     "lr_factor",
     "seed_everything",
-    "resolve_device",
-    "evaluate_volumes",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but no CUDA GPU is available; use device=cpu or auto")
-    return torch.device(device)
-
-
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
     """Multiplier of the peak LR at ``step``: linear warm-up, then cosine or poly(0.9) decay to ``min_ratio``."""
     if warmup > 0 and step < warmup:  # 1) warm-up from ~0 to the peak
@@ -68,25 +59,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     progress = min(1.0, (step - warmup) / max(1, total - warmup))  # 2) decay over the remaining steps
     decay = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else (1 - progress) ** 0.9
     return min_ratio + (1 - min_ratio) * decay
-
-
-def evaluate_volumes(
-    model: torch.nn.Module,
-    volumes: list[Volume],
-    preprocess: PreprocessConfig,
-    class_names: list[str],
-    hd95: bool = False,
-    bf16: bool = False,
-    progress: bool = False,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Segment and score whole volumes: per-case rows and the summary (see :mod:`emfformer.metrics`)."""
-    model.eval()
-    rows = []
-    for vol in tqdm(volumes, desc="evaluate", disable=not progress, leave=False):
-        pred, _ = predict_volume(model, vol.image, preprocess, bf16=bf16)
-        row = case_metrics(pred, vol.label, len(class_names), vol.spacing, hd95=hd95)
-        rows.append({"case_id": vol.case_id, **row})
-    return rows, summarize(rows, class_names)
 
 
 def train_one_epoch(
@@ -126,6 +98,18 @@ def train_one_epoch(
     return float(np.mean(losses)) if losses else None
 
 
+def _rng_state() -> dict[str, Any]:
+    """torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+
+
+def _as_tuples(x: Any) -> Any:
+    """random.setstate needs the nested tuples that a round trip through lists may have turned into lists."""
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
 def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
@@ -157,156 +141,172 @@ def run_training(
     """
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, resume, resume_overrides)
+        state = None
+        if resume:
+            cfg, state = resume_config(cfg.out_dir, resume_overrides)
+        return _train(cfg, state)
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
 
 
-def _train(cfg: RunConfig, resume: bool, resume_overrides: dict[str, Any] | list[str] | None) -> Path:
-    state = None
-    if resume:
-        out_dir = cfg.out_dir
-        overrides = (
-            parse_overrides(resume_overrides) if isinstance(resume_overrides, list) else resume_overrides
-        )
-        bad = sorted(set(overrides or {}) - set(RESUMABLE_KEYS))
-        if bad:
-            raise ValueError(
-                f"Cannot change {bad} when resuming; only {', '.join(RESUMABLE_KEYS)} may change"
-            )
-        state = load_checkpoint(Path(out_dir) / "last.pt")
-        cfg = config_from_dict(state["config"], overrides)
-        cfg.out_dir = out_dir  # the folder may have been moved since
-    run_dir = _prepare_run_dir(cfg, resume)
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+def resume_config(
+    out_dir: str, overrides: dict[str, Any] | list[str] | None
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The config and state of ``out_dir/last.pt``, with ``overrides`` limited to ``RESUMABLE_KEYS``."""
+    overrides = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+    bad = sorted(set(overrides or {}) - set(RESUMABLE_KEYS))
+    if bad:
+        raise ValueError(f"Cannot change {bad} when resuming; only {', '.join(RESUMABLE_KEYS)} may change")
+    state = load_checkpoint(Path(out_dir) / "last.pt")
+    cfg = config_from_dict(state["config"], overrides)
+    cfg.out_dir = out_dir  # the folder may have been moved since
+    return cfg, state
 
-    # 1) data: cases, preprocessed slices (cached), validation volumes
+
+@dataclass
+class _Data:
+    """What one training run reads: the training slices and the whole validation volumes."""
+
+    dataset: SliceDataset
+    transform: SliceAugment | None
+    val_volumes: list[Volume]
+    class_names: list[str]
+    preprocess: PreprocessConfig
+    name: str
+    splits: dict[str, Any] | None
+
+
+def _load_data(cfg: RunConfig, run_dir: Path) -> _Data:
+    """Cases of the run's split, their preprocessed slices (cached) and the validation volumes."""
     info = load_dataset(cfg.data, progress=cfg.progress)
     splits_file = run_dir / "splits.json"
-    train_cases = select_cases(info, cfg.data, "train", splits_file, cfg.seed)
-    val_cases = select_cases(info, cfg.data, "val", splits_file, cfg.seed)
-    pre = PreprocessConfig(size=cfg.data.size, mode=cfg.data.mode, slice_axis=cfg.data.slice_axis)
+    train_cases = select_cases(info, cfg.data, "train", splits_file)
+    val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
+    pre = PreprocessConfig(
+        size=cfg.data.size, mode=cfg.data.mode, slice_axis=cfg.data.slice_axis, context=cfg.data.context
+    )
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "slices"
     arrays = build_slice_cache(train_cases, pre, cache, progress=cfg.progress)
-    transform = train_transforms(pre.size, cfg.seed) if cfg.data.augment else None
-    dataset = SliceDataset(arrays, transform, keep_empty=cfg.data.keep_empty, seed=cfg.seed)
+    augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
+    dataset = SliceDataset(arrays, augment, keep_empty=cfg.data.keep_empty, seed=cfg.seed)
     val_volumes = [load_volume(c) for c in val_cases]
-    class_names = list(info.class_names)
     log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_volumes))
+    splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
+    return _Data(dataset, augment, val_volumes, list(info.class_names), pre, info.name, splits)
 
-    # 2) model, optimizer, schedule
-    model_kwargs = {
-        "in_channels": 1,
-        "num_classes": len(class_names),
-        **size_kwargs(cfg.model.name, cfg.data.size),
-        **cfg.model.kwargs,
-    }
-    model = create_model(cfg.model.name, **model_kwargs).to(device)
+
+def _optimizer(
+    model: torch.nn.Module, cfg: RunConfig, n_slices: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and its per-step schedule (linear warm-up, then cosine or poly decay)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps_per_epoch = max(1, len(dataset) // cfg.optim.batch_size)
+    steps_per_epoch = max(1, n_slices // cfg.optim.batch_size)
     total_steps = steps_per_epoch * cfg.optim.epochs
     warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
     min_ratio = min(1.0, cfg.optim.min_lr / cfg.optim.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.optim.schedule, min_ratio)
     )
-    loss_fn = SegLoss()
-    history: list[dict[str, Any]] = []
-    best, start_epoch = -1.0, 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        history, best, start_epoch = state["history"], state["best_metric"], state["epoch"] + 1
-        log.info("resumed from %s at epoch %d", run_dir / "last.pt", state["epoch"])
+    return optimizer, scheduler
 
+
+def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[dict[str, Any]], float, int]:
+    """Put a last.pt back: weights, optimizer, schedule, RNG; returns (history, best metric, next epoch)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(_as_tuples(state["rng"]["python"]))
+    return state["history"], state["best_metric"], state["epoch"] + 1
+
+
+def _epoch_loader(data: _Data, cfg: RunConfig, epoch: int, generator: torch.Generator) -> DataLoader:
+    """The epoch's shuffled batches; order, empty-slice subset and augmentation depend on (seed, epoch)."""
+    generator.manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order does not depend on resume
+    data.dataset.set_epoch(epoch)
+    if data.transform is not None:
+        data.transform.set_random_state(cfg.seed * 100_003 + epoch)
+    n = len(data.dataset)
+    # fewer slices than a batch: one smaller batch
+    return DataLoader(
+        data.dataset, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=n > cfg.optim.batch_size,
+        generator=generator,
+    )  # fmt: skip
+
+
+def _validate(model: torch.nn.Module, data: _Data, cfg: RunConfig, epoch: int) -> dict[str, Any]:
+    """Validation metrics of the epoch on whole volumes (None when there is no validation this epoch)."""
+    row: dict[str, Any] = {"val_dice_fg": None, "val_miou_fg": None}
+    if data.val_volumes and (epoch % cfg.val_every == 0 or epoch == cfg.optim.epochs):
+        _, summary = evaluate_volumes(
+            [(model, data.preprocess)], data.val_volumes, data.class_names, bf16=cfg.bf16
+        )
+        row["val_dice_fg"] = _finite(summary["mean_dice_fg"])
+        row["val_miou_fg"] = _finite(summary["miou_fg"])
+        for name, m in summary["per_class"].items():
+            row[f"val_dice_{name}"] = _finite(m["dice"])
+    return row
+
+
+def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
+    run_dir = _prepare_run_dir(cfg, resume=state is not None)
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+
+    # 1) data: cases, preprocessed slices (cached), validation volumes
+    data = _load_data(cfg, run_dir)
+    # 2) model, optimizer, schedule (restored on resume)
+    n_classes = len(data.class_names)
+    model = build_model(cfg.model.name, cfg.data.size, data.preprocess.context, n_classes, **cfg.model.kwargs)
+    model = model.to(device)
+    optimizer, scheduler = _optimizer(model, cfg, len(data.dataset))
+    history, best, start_epoch = [], -1.0, 1
+    if state is not None:
+        history, best, start_epoch = _restore(state, model, optimizer, scheduler)
+        log.info("resumed from %s at epoch %d", run_dir / "last.pt", state["epoch"])
+    # what predict/evaluate need to rebuild the model (build_model sizes UNETR to the input side)
+    model_kwargs = {"in_channels": data.preprocess.context, "num_classes": n_classes, **cfg.model.kwargs}
+    if cfg.model.name == "unetr":
+        model_kwargs.setdefault("img_size", cfg.data.size)
     base_state = {
-        "model_name": cfg.model.name,
-        "model_kwargs": model_kwargs,
-        "preprocess": pre.to_dict(),
-        "class_names": class_names,
-        "dataset": info.name,
-        "config": cfg.to_dict(),
-        "seed": cfg.seed,
-    }
-    generator = torch.Generator().manual_seed(cfg.seed)
+        "model_name": cfg.model.name, "model_kwargs": model_kwargs, "preprocess": data.preprocess.to_dict(),
+        "class_names": data.class_names, "dataset": data.name, "splits": data.splits,
+        "config": cfg.to_dict(), "seed": cfg.seed,
+    }  # fmt: skip
+    loss_fn, generator = SegLoss(), torch.Generator()
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         # 3) one pass over the training slices
-        generator.manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order does not depend on resume
-        dataset.set_epoch(epoch)
-        if transform is not None:
-            transform.set_random_state(cfg.seed * 100_003 + epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.optim.batch_size,
-            shuffle=True,
-            drop_last=len(dataset) > cfg.optim.batch_size,  # fewer slices than a batch: one smaller batch
-            generator=generator,
-        )
         t0 = time.perf_counter()
         try:
             train_loss = train_one_epoch(
-                model, loader, optimizer, scheduler, loss_fn, cfg.optim.grad_clip, cfg.bf16,
-                desc=f"epoch {epoch}/{cfg.optim.epochs}", progress=cfg.progress,
+                model, _epoch_loader(data, cfg, epoch, generator), optimizer, scheduler, loss_fn,
+                cfg.optim.grad_clip, cfg.bf16, desc=f"epoch {epoch}/{cfg.optim.epochs}", progress=cfg.progress,
             )  # fmt: skip
         except FloatingPointError as exc:
             raise ValueError(
                 f"{exc} at epoch {epoch}: training diverged. Lower optim.lr (now {cfg.optim.lr}) or turn off "
                 f"bf16; {run_dir / 'last.pt'} holds the last good epoch."
             ) from exc
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": round(time.perf_counter() - t0, 2),
-            "val_dice_fg": None,
-            "val_miou_fg": None,
-        }
-        # 4) validation on whole volumes, checkpoints
-        if epoch % cfg.val_every == 0 or epoch == cfg.optim.epochs:
-            _, summary = evaluate_volumes(model, val_volumes, pre, class_names, bf16=cfg.bf16)
-            row["val_dice_fg"] = _finite(summary["mean_dice_fg"])
-            row["val_miou_fg"] = _finite(summary["miou_fg"])
-            for name, m in summary["per_class"].items():
-                row[f"val_dice_{name}"] = _finite(m["dice"])
+        row = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+               "train_seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        # 4) validation on whole volumes, checkpoints, history
+        row.update(_validate(model, data, cfg, epoch))
         history.append(row)
-        metric = row["val_miou_fg"]
-        improved = metric is not None and metric > best
-        best = metric if improved else best
-        ckpt = {
-            **base_state,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-            "epoch": epoch,
-            "metric": metric,
-            "best_metric": best,
-            "history": history,
-        }
+        improved = row["val_miou_fg"] is not None and row["val_miou_fg"] > best
+        best = row["val_miou_fg"] if improved else best
+        ckpt = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
+                "metric": row["val_miou_fg"], "best_metric": best, "history": history}  # fmt: skip
         if improved:
             save_checkpoint(run_dir / "best.pt", ckpt)
         save_checkpoint(run_dir / "last.pt", ckpt)
         write_history(run_dir, history)
-        log.info(
-            "epoch %d: loss %.4f, val Dice %s, val mIoU %s%s (%.1fs)",
-            epoch,
-            row["train_loss"] or float("nan"),
-            row["val_dice_fg"],
-            row["val_miou_fg"],
-            " (best)" if improved else "",
-            row["train_seconds"],
-        )
-    if not (run_dir / "best.pt").exists():  # no validation ever gave a finite metric
+        log.info("epoch %d: loss %.4f, val Dice %s, val mIoU %s%s (%.1fs)", epoch, row["train_loss"] or float("nan"),
+                 row["val_dice_fg"], row["val_miou_fg"], " (best)" if improved else "", row["train_seconds"])  # fmt: skip
+    if not (run_dir / "best.pt").exists():  # no validation (fold -1) or no finite metric: the last epoch
         save_checkpoint(run_dir / "best.pt", load_checkpoint(run_dir / "last.pt"))
     return run_dir

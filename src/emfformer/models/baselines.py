@@ -22,9 +22,7 @@ def unet(in_channels: int = 1, num_classes: int = 4, **kwargs) -> nn.Module:
 
 
 def unetr(in_channels: int = 1, num_classes: int = 4, img_size: int = 224, **kwargs) -> nn.Module:
-    """MONAI 2D UNETR (B, in, S, S) -> (B, classes, S, S); S = ``img_size``, a multiple of 16."""
-    if img_size % 16:
-        raise ValueError(f"unetr: img_size must be a multiple of 16 (patch size), got {img_size}")
+    """MONAI 2D UNETR (B, in, S, S) -> (B, classes, S, S); S = ``img_size`` (the registry checks it)."""
     return UNETR(in_channels, num_classes, img_size=(img_size, img_size), spatial_dims=2, **kwargs)
 
 

@@ -66,11 +66,18 @@ class DSPConv(nn.Module):
         return self.pw2(x)
 
 
-class PlainConv(ConvNorm):
-    """Ablation stand-in for DSPConv: one dense kxk conv + BN. (B, C_in, H, W) -> (B, C_out, H, W)."""
+class PlainConv(nn.Sequential):
+    """Ablation stand-in for DSPConv with dense convs: kxk conv + BN + GELU -> 1x1 conv + BN.
+
+    The same order as DSPConv (spatial mixing, nonlinearity, channel mixing) with ordinary convs, so the
+    twin is a real nonlinear conv block, not an affine map. (B, C_in, H, W) -> (B, C_out, H, W).
+    """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, kernel_size: int = 3) -> None:
-        super().__init__(in_channels, out_channels or in_channels, kernel_size)
+        out_channels = out_channels or in_channels
+        super().__init__(
+            ConvNormAct(in_channels, out_channels, kernel_size), ConvNorm(out_channels, out_channels, 1)
+        )
 
 
 def make_conv_unit(

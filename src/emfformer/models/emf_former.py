@@ -9,12 +9,17 @@ Layout (total stride 16, U-shaped):
     stem 3x3/2 -> [ConvBlock x d1] @1/2 -> down -> [ConvBlock x d2] @1/4      (DSPConv stages)
                -> down -> [EMFBlock x d3] @1/8 -> down -> [EMFBlock x d4] @1/16 (S-MHA + VAA stages)
     decoder: up x2 + 1x1 + add skip -> ConvBlock, at 1/8, 1/4, 1/2; head @1/2: DW 3x3 -> 1x1 -> logits, up x2
+    head_stride=1: a full-resolution 3x3 conv of the input is one more skip; the decoder goes on to 1/1
+    (up x2 + 1x1 + add, no ConvBlock) and the head predicts at 1/1 (small structures such as the hippocampus need it: docs/results.md)
 
 File order: blocks -> stages -> model -> size table -> variant factories.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -60,8 +65,8 @@ class ConvBlock(nn.Module):
 class EMFBlock(nn.Module):
     """Transformer block: local depthwise mixing -> S-MHA -> FFN, each a layer-scaled residual.
 
-    Shapes: (B, C, H, W) -> (B, C, H, W). BatchNorm (not LayerNorm) as in EfficientViT/SwiftFormer, so
-    it folds into the convs at inference.
+    Shapes: (B, C, H, W) -> (B, C, H, W). BatchNorm (not LayerNorm) as in EfficientViT/SwiftFormer:
+    BatchNorm needs no statistics at inference and can be folded into the neighbouring convs.
     """
 
     def __init__(
@@ -92,10 +97,40 @@ class EMFBlock(nn.Module):
         return x
 
 
+@contextlib.contextmanager
+def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Within this context BatchNorm layers of ``module`` normalise with batch statistics (as in
+    training) but do not update their running statistics or ``num_batches_tracked``.
+
+    Activation recomputation reruns a block's forward pass in backward; without this the BatchNorm
+    running statistics would be updated twice per step.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # momentum 0 keeps running_mean/var as they are while computing exactly what the first pass did
+    # (same kernels, same saved tensors, which checkpoint() verifies); the step counter is put back
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 def _run_blocks(blocks: nn.ModuleList | list[nn.Module], x: torch.Tensor, recompute: bool) -> torch.Tensor:
     for blk in blocks:
-        # activation recomputation: keep only each block's input, rerun the block in backward
-        x = checkpoint(blk, x, use_reentrant=False) if recompute else blk(x)
+        if recompute:
+            # activation recomputation: keep only each block's input, rerun the block in backward
+            # (with frozen BatchNorm statistics, so one step updates them once)
+            contexts = partial(lambda b: (contextlib.nullcontext(), frozen_norm_stats(b)), blk)
+            x = checkpoint(blk, x, use_reentrant=False, context_fn=contexts)
+        else:
+            x = blk(x)
     return x
 
 
@@ -151,6 +186,8 @@ class EMFFormer(nn.Module):
         expansion: hidden expansion inside DSPConv.
         layer_scale_init: initial residual-branch scale.
         grad_checkpoint: recompute every block's activations in backward (training memory down, time up).
+        head_stride: 2 (logits at 1/2, upsampled bilinearly) or 1 (one more decoder stage with a
+            full-resolution skip, logits at 1/1).
 
     Shapes: (B, in_channels, H, W) -> raw logits (B, num_classes, H, W); H and W must be multiples of 16.
 
@@ -178,8 +215,11 @@ class EMFFormer(nn.Module):
         expansion: float = 2.0,
         layer_scale_init: float = 0.1,
         grad_checkpoint: bool = False,
+        head_stride: int = 2,
     ) -> None:
         super().__init__()
+        if head_stride not in (1, 2):
+            raise ValueError(f"head_stride must be 1 or 2, got {head_stride}")
         if in_channels < 1 or num_classes < 1:
             raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
         if len(dims) != 4 or len(depths) != 4 or len(num_heads) != 2 or len(active_heads) != 2:
@@ -197,7 +237,7 @@ class EMFFormer(nn.Module):
                     nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], grad_checkpoint
                 ),
                 EncoderStage(
-                    ConvNorm(c1, c2, 3, stride=2),
+                    ConvNormAct(c1, c2, 3, stride=2),
                     [ConvBlock(c2, **conv_kw) for _ in range(depths[1])],
                     grad_checkpoint,
                 ),
@@ -208,11 +248,17 @@ class EMFFormer(nn.Module):
                 EMFBlock(c, num_heads[i], mlp_ratio, attention, heads, active_heads[i], layer_scale_init)
                 for _ in range(depths[2 + i])
             ]
-            self.stages.append(EncoderStage(ConvNorm(c_in, c, 3, stride=2), blocks, grad_checkpoint))
+            self.stages.append(EncoderStage(ConvNormAct(c_in, c, 3, stride=2), blocks, grad_checkpoint))
         self.decoder = nn.ModuleList(
             DecoderStage(deep, c, [ConvBlock(c, **conv_kw) for _ in range(decoder_depth)], grad_checkpoint)
             for deep, c in ((c4, c3), (c3, c2), (c2, c1))
         )
+        if head_stride == 1:
+            # no ConvBlock at 1/1: it would double the training step on a CPU (measured), and the head's
+            # depthwise 3x3 already mixes the full-resolution skip with the upsampled features
+            self.decoder.append(DecoderStage(c1, c1, [], grad_checkpoint))
+        # the full-resolution skip (head_stride=1): one 3x3 conv of the input, no downsampling
+        self.full_res = ConvNormAct(in_channels, c1, 3) if head_stride == 1 else None
         self.head = nn.Sequential(ConvNormAct(c1, c1, 3, groups=c1), nn.Conv2d(c1, num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,16 +268,20 @@ class EMFFormer(nn.Module):
             raise ValueError(
                 f"EMF-former needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
             )
+        full = [self.full_res(x)] if self.full_res is not None else []
         feats = []
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        for dec, skip in zip(self.decoder, reversed(feats[:-1]), strict=True):
+        for dec, skip in zip(self.decoder, [*reversed(feats[:-1]), *full], strict=True):
             x = dec(x, skip)
-        # logits are made at 1/2 resolution and upsampled: full-resolution feature maps would dominate
-        # the run time of the whole network on a CPU (memory-bound elementwise work)
-        return F.interpolate(self.head(x), size=(h, w), mode="bilinear", align_corners=False)
+        logits = self.head(x)
+        if logits.shape[-2:] != (h, w):
+            # head_stride=2: logits made at 1/2 and upsampled, full-resolution feature maps being the
+            # costly part on a CPU (memory-bound elementwise work)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return logits
 
 
 # Sizes are data; INFERRED (the paper publishes none): see docs/architecture.md for the reasoning.
@@ -241,15 +291,23 @@ EMF_FORMER_SIZES: dict[str, dict[str, Any]] = {
     "base": dict(dims=(24, 48, 128, 256), depths=(2, 2, 4, 4), num_heads=(4, 8)),
 }
 
-# The "ordinary transformer" EMF-former is measured against: same network, none of the paper's parts.
-TWIN: dict[str, Any] = dict(attention="mhsa", heads="parallel", conv="plain", shuffle=False)
+# The "ordinary transformers" EMF-former is measured against: same widths and depths, none of the
+# paper's parts. "mhsa" materialises the N x N attention matrix (ViT/TransUNet style); "sdpa" is the
+# same function through PyTorch's fused memory-efficient kernel.
+TWINS: dict[str, dict[str, Any]] = {
+    "mhsa": dict(attention="mhsa", heads="parallel", conv="plain", shuffle=False),
+    "sdpa": dict(attention="sdpa", heads="parallel", conv="plain", shuffle=False),
+}
 
 
-def emf_former(size: str = "small", twin: bool = False, **kwargs: Any) -> EMFFormer:
-    """Build EMF-former of a given size; ``twin=True`` swaps in softmax MHSA, parallel heads, plain convs.
+def emf_former(variant: str = "small", twin: str | None = None, **kwargs: Any) -> EMFFormer:
+    """Build EMF-former of a given variant (tiny/small/base); ``twin`` ("mhsa" or "sdpa") swaps in
+    parallel softmax attention and plain convs.
 
     ``kwargs`` (e.g. ``in_channels``, ``num_classes``, ``attention``) override the size table.
     """
-    if size not in EMF_FORMER_SIZES:
-        raise ValueError(f"size must be one of {sorted(EMF_FORMER_SIZES)}, got {size!r}")
-    return EMFFormer(**{**EMF_FORMER_SIZES[size], **(TWIN if twin else {}), **kwargs})
+    if variant not in EMF_FORMER_SIZES:
+        raise ValueError(f"variant must be one of {sorted(EMF_FORMER_SIZES)}, got {variant!r}")
+    if twin is not None and twin not in TWINS:
+        raise ValueError(f"twin must be one of {sorted(TWINS)} or None, got {twin!r}")
+    return EMFFormer(**{**EMF_FORMER_SIZES[variant], **(TWINS[twin] if twin else {}), **kwargs})

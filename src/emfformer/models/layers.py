@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ __all__ = [
 
 
 class ConvNorm(nn.Sequential):
-    """Conv2d (no bias) + BatchNorm2d. Input (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
+    """Conv2d (no bias) + BatchNorm2d [+ activation]. (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
 
     def __init__(
         self,
@@ -26,38 +28,29 @@ class ConvNorm(nn.Sequential):
         kernel_size: int = 1,
         stride: int = 1,
         groups: int = 1,
+        act_layer: type[nn.Module] | None = None,
     ) -> None:
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
-        super().__init__(
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=kernel_size // 2,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
+        conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
         )
+        super().__init__(conv, nn.BatchNorm2d(out_channels), *([act_layer()] if act_layer else []))
 
 
-class ConvNormAct(nn.Sequential):
-    """Conv2d + BatchNorm2d + activation (GELU by default)."""
+class ConvNormAct(ConvNorm):
+    """Conv2d + BatchNorm2d + activation (GELU by default); arguments as `ConvNorm`."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        stride: int = 1,
-        groups: int = 1,
-        act_layer: type[nn.Module] = nn.GELU,
-    ) -> None:
-        super().__init__(*ConvNorm(in_channels, out_channels, kernel_size, stride, groups), act_layer())
+    def __init__(self, *args: Any, act_layer: type[nn.Module] = nn.GELU, **kwargs: Any) -> None:
+        super().__init__(*args, act_layer=act_layer, **kwargs)
 
 
 class LayerScale2d(nn.Module):

@@ -1,17 +1,20 @@
 """Standard softmax multi-head self-attention (Vaswani et al., 2017): the ablation of VAA.
 
-Written with explicit matrix products, as in ViT / TransUNet / Swin, so the N x N attention matrix
-exists in memory: that quadratic cost is what EMF-former claims to remove and what the benchmark measures.
+`SoftmaxAttention` is written with explicit matrix products, as in ViT / TransUNet / Swin, so the N x N
+attention matrix exists in memory: that quadratic cost is what EMF-former claims to remove.
+`SDPAttention` computes the same function with `torch.nn.functional.scaled_dot_product_attention`, the
+fused, memory-efficient kernel a user would pick today: the fairer baseline for memory claims.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import check_positive
 
-__all__ = ["SoftmaxAttention"]
+__all__ = ["SoftmaxAttention", "SDPAttention"]
 
 
 class SoftmaxAttention(nn.Module):
@@ -38,3 +41,16 @@ class SoftmaxAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, h, N, N)
         return (attn @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+
+
+class SDPAttention(SoftmaxAttention):
+    """The same attention as `SoftmaxAttention` through ``F.scaled_dot_product_attention`` (fused kernel).
+
+    Same parameters and shapes: (B, N, in_dim) -> (B, N, h * d).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)

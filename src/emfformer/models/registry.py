@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from .emf_former import emf_former
+from .emf_former import TOTAL_STRIDE, emf_former
 
-__all__ = ["MODELS", "create_model", "list_models", "min_input_multiple", "size_kwargs"]
+__all__ = ["MODELS", "build_model", "create_model", "input_multiple", "input_problem", "list_models"]
 
 
 def _baseline(name: str) -> Callable[..., nn.Module]:
@@ -29,16 +29,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "emf_former_t": partial(emf_former, "tiny"),
     "emf_former_s": partial(emf_former, "small"),
     "emf_former_b": partial(emf_former, "base"),
-    "emf_former_t_twin": partial(emf_former, "tiny", twin=True),
-    "emf_former_s_twin": partial(emf_former, "small", twin=True),
-    "emf_former_b_twin": partial(emf_former, "base", twin=True),
+    "emf_former_t_twin": partial(emf_former, "tiny", twin="mhsa"),
+    "emf_former_s_twin": partial(emf_former, "small", twin="mhsa"),
+    "emf_former_b_twin": partial(emf_former, "base", twin="mhsa"),
+    "emf_former_t_twin_sdpa": partial(emf_former, "tiny", twin="sdpa"),
+    "emf_former_s_twin_sdpa": partial(emf_former, "small", twin="sdpa"),
+    "emf_former_b_twin_sdpa": partial(emf_former, "base", twin="sdpa"),
     "unet": _baseline("unet"),
     "unetr": _baseline("unetr"),
     "swin_unetr": _baseline("swin_unetr"),
 }
 
-# The side length an input must be a multiple of; UNETR additionally needs exactly its img_size.
-_INPUT_MULTIPLE = {"unetr": 16, "swin_unetr": 32}
+# The one rule on input sides: H and W must be multiples of the model's total stride (EMF-former and
+# UNet: 4 stride-2 levels; Swin UNETR: patch 2 x 4 merges); UNETR's position embedding also fixes the side.
+_INPUT_MULTIPLE = {"swin_unetr": 32}
 
 
 def list_models() -> list[str]:
@@ -46,14 +50,19 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def min_input_multiple(name: str) -> int:
+def input_multiple(name: str) -> int:
     """Input H and W must be multiples of this for model ``name``."""
-    return _INPUT_MULTIPLE.get(name, 16)
+    return _INPUT_MULTIPLE.get(name, TOTAL_STRIDE)
 
 
-def size_kwargs(name: str, size: int) -> dict[str, Any]:
-    """Constructor kwargs a model needs for square inputs of side ``size`` (UNETR: ``img_size``)."""
-    return {"img_size": size} if name == "unetr" else {}
+def input_problem(name: str, side: int, img_size: int | None = None) -> str | None:
+    """Why model ``name`` (built for ``img_size``, UNETR only) cannot take ``side x side`` inputs; None if it can."""
+    multiple = input_multiple(name)
+    if side % multiple:
+        return f"input side must be a multiple of {multiple} for {name}, got {side} (pad to {-(-side // multiple) * multiple})"
+    if img_size is not None and img_size != side:
+        return f"{name} is built for img_size={img_size}, input side is {side}"
+    return None
 
 
 def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overrides: Any) -> nn.Module:
@@ -68,3 +77,20 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overri
     if name not in MODELS:
         raise KeyError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **overrides)
+
+
+def build_model(
+    name: str, side: int, in_channels: int = 1, num_classes: int = 4, **overrides: Any
+) -> nn.Module:
+    """:func:`create_model` for square inputs of ``side`` pixels: checks the side, sizes UNETR to it.
+
+    Raises:
+        KeyError: unknown ``name``.
+        ValueError: ``side`` does not fit the model (the message says what to pad to).
+    """
+    if name == "unetr":
+        overrides.setdefault("img_size", side)
+    problem = input_problem(name, side, overrides.get("img_size"))
+    if problem:
+        raise ValueError(problem)
+    return create_model(name, in_channels, num_classes, **overrides)

@@ -18,12 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mhsa import SoftmaxAttention
+from .mhsa import SDPAttention, SoftmaxAttention
 from .vaa import VectorAggregationAttention
 
 __all__ = ["SerialMultiHeadAttention", "ATTENTIONS"]
 
-ATTENTIONS: dict[str, type[nn.Module]] = {"vaa": VectorAggregationAttention, "mhsa": SoftmaxAttention}
+ATTENTIONS: dict[str, type[nn.Module]] = {
+    "vaa": VectorAggregationAttention,
+    "mhsa": SoftmaxAttention,
+    "sdpa": SDPAttention,
+}
 
 
 class SerialMultiHeadAttention(nn.Module):
@@ -32,7 +36,8 @@ class SerialMultiHeadAttention(nn.Module):
     Args:
         dim: token channels C.
         num_heads: heads h; C must be divisible by h.
-        attention: per-head attention, ``"vaa"`` (default, O(N)) or ``"mhsa"`` (softmax, O(N^2)).
+        attention: per-head attention, ``"vaa"`` (default, O(N)), ``"mhsa"`` (softmax with explicit
+            N x N matrix) or ``"sdpa"`` (the same softmax through the fused PyTorch kernel).
         heads: ``"serial"`` (S-MHA, default) or ``"parallel"`` (ordinary multi-head attention).
         active_heads: heads actually computed in serial mode (default: all).
 

@@ -1,6 +1,6 @@
 """Benchmark analysis: memory prediction, derived ratios, the crossover point, goals, markdown.
 
-Everything here is a pure function of the report dict that :func:`emfformer.engine.bench.run_benchmark`
+Everything here is a pure function of the report dict that :func:`emfformer.bench.run.run_benchmark`
 builds, so the goals can be checked on fabricated results. Goal thresholds are the issue's; the
 verdicts are computed from measurements, never assumed.
 """

@@ -1,6 +1,6 @@
 """Measurement primitives of the benchmark: parameters, FLOPs, peak memory, timing, matmul peak.
 
-Everything here runs in the calling process. :mod:`emfformer.engine.bench_probe` calls these functions
+Everything here runs in the calling process. :mod:`emfformer.bench.probe` calls these functions
 inside a fresh child process per model (and per input size), so that allocator caches, peak counters
 and thread pools never leak from one model into the next.
 
@@ -16,9 +16,7 @@ Peak memory, CUDA (``method="cuda_max_allocated"``): ``torch.cuda.max_memory_all
 ``reset_peak_memory_stats``, minus ``memory_allocated`` before the step (tensor memory only; the
 caching allocator's reserve and the CUDA context are not counted).
 
-FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: one multiply-add = 2 FLOPs
-(FLOPs = 2 x MACs); only matmul, convolution and attention kernels are counted, element-wise work
-(norms, activations, bias adds, softmax) is not.
+Parameter and FLOP counts live with the models (:mod:`emfformer.models.stats`) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -34,8 +32,8 @@ from typing import Any
 
 import psutil
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from ..models.stats import count_flops, count_params
 
 __all__ = [
     "count_params",
@@ -46,41 +44,11 @@ __all__ = [
     "rss_bytes",
     "release_freed_memory",
     "time_calls",
-    "MemoryGuard",
+    "RssMonitor",
 ]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``model`` (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def count_flops(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> int:
-    """FLOPs of one forward pass of ``model`` on a zero tensor of ``input_shape`` (eval mode, no grad).
-
-    FLOPs = 2 x MACs; only matmul/conv/attention kernels are counted (see the module docstring).
-
-    Args:
-        model: the network; its train/eval mode is restored afterwards.
-        input_shape: e.g. ``(1, 1, 224, 224)``.
-        device: where the input is created (the model must already be there).
-
-    Returns:
-        Total FLOPs of the forward pass.
-    """
-    if not input_shape or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be non-empty with positive sides, got {input_shape}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(input_shape, device=device))
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 def _sync(device: torch.device) -> None:
@@ -147,11 +115,25 @@ def _reset_hwm() -> bool:
     return True
 
 
-class _RssSampler:
-    """Fallback peak meter: a daemon thread that polls the RSS every ``interval`` seconds."""
+class RssMonitor:
+    """Daemon thread that polls the process RSS every ``interval`` seconds, as a context manager.
 
-    def __init__(self, interval: float = 0.001) -> None:
+    It records the highest RSS seen (``peak``: the fallback peak meter) and, with ``limit_bytes``, calls
+    ``on_exceed(rss)`` once the RSS passes the limit and stops polling (the bench's guard: the caller
+    records "did not fit" and ends the child process).
+    """
+
+    def __init__(
+        self,
+        interval: float = 0.001,
+        limit_bytes: int | None = None,
+        on_exceed: Callable[[int], None] | None = None,
+    ) -> None:
+        if limit_bytes is not None and (limit_bytes <= 0 or on_exceed is None):
+            raise ValueError(f"limit_bytes must be > 0 and come with on_exceed, got {limit_bytes}")
         self.interval = interval
+        self.limit_bytes = limit_bytes
+        self.on_exceed = on_exceed
         self.peak = rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -159,10 +141,14 @@ class _RssSampler:
     def _run(self) -> None:
         proc = psutil.Process()
         while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
+            rss = proc.memory_info().rss
+            self.peak = max(self.peak, rss)
+            if self.limit_bytes is not None and rss > self.limit_bytes:
+                self.on_exceed(rss)  # type: ignore[misc]
+                return
             time.sleep(self.interval)
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> RssMonitor:
         self._thread.start()
         return self
 
@@ -199,7 +185,7 @@ def measure_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu
         out = fn()
         return out, max(0, _read_status_kib("VmHWM") * 1024 - base), "vmhwm"
     base = rss_bytes()
-    with _RssSampler() as sampler:
+    with RssMonitor() as sampler:
         out = fn()
     return out, max(0, sampler.peak - base), "sampled"
 
@@ -239,37 +225,3 @@ def time_calls(
 def median(values: list[float]) -> float:
     """Median of a non-empty list."""
     return float(statistics.median(values))
-
-
-class MemoryGuard:
-    """Daemon thread that calls ``on_exceed`` once the process RSS exceeds ``limit_bytes``.
-
-    Protects the machine when a model at a large input would not fit: the caller typically records
-    "did not fit" and ends the process with ``os._exit``.
-    """
-
-    def __init__(self, limit_bytes: int, on_exceed: Callable[[int], None], interval: float = 0.005) -> None:
-        if limit_bytes <= 0:
-            raise ValueError(f"limit_bytes must be > 0, got {limit_bytes}")
-        self.limit_bytes = limit_bytes
-        self.on_exceed = on_exceed
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            rss = proc.memory_info().rss
-            if rss > self.limit_bytes:
-                self.on_exceed(rss)
-                return
-            time.sleep(self.interval)
-
-    def __enter__(self) -> MemoryGuard:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -1,7 +1,7 @@
 """``emfformer bench``: params, FLOPs, peak memory, latency and throughput of many models in one run.
 
 Every model (and, for the resolution scaling, every model x input side) is measured in a fresh child
-process (:mod:`emfformer.engine.bench_probe`), so memory peaks, allocator caches and thread pools do
+process (:mod:`emfformer.bench.probe`), so memory peaks, allocator caches and thread pools do
 not leak between models; the fp32 matmul peak that throughput is compared with is measured in the same
 run. Sizes whose predicted training memory exceeds ``max_memory_gb`` are skipped; a child that exceeds
 it anyway is stopped and recorded as "did not fit". Results: ``bench.json``, ``bench.md`` (tables and
@@ -28,10 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json, atomic_write_text
-from .bench_measure import count_flops, count_params, measure_matmul_peak
-from .bench_plots import write_plots
-from .bench_probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
-from .bench_report import (
+from .measure import count_flops, count_params, measure_matmul_peak
+from .plots import write_plots
+from .probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
+from .summary import (
     OURS,
     OURS_RECOMPUTE,
     TWIN,
@@ -52,7 +52,6 @@ __all__ = [
     "run_benchmark",
     "add_arguments",
     "run_from_args",
-    "main",
 ]
 
 DEFAULT_MODELS: tuple[str, ...] = (
@@ -284,7 +283,7 @@ def _load_dice(path: Path | None) -> dict[str, float] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the bench flags to ``parser`` (shared by ``emfformer bench`` and ``python -m ...bench``)."""
+    """Add the flags of ``emfformer bench`` to ``parser``."""
     a = parser.add_argument
     a("--models", nargs="+", metavar="SPEC", help="model specs, e.g. emf_former_s emf_former_s:conv=plain "
       "(values: int/float/true/false/none/(a,b)/str); default: EMF-former T/S/B, S ablations, twin, baselines")  # fmt: skip
@@ -329,31 +328,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings["scaling_sizes"] = tuple(args.scaling_sizes)
     if args.scaling_models is not None:
         settings["scaling_models"] = tuple(args.scaling_models)
-    try:
-        report = run_benchmark(
-            args.models or DEFAULT_MODELS,
-            args.out,
-            device=args.device,
-            dice=_load_dice(args.dice_json),
-            progress=not args.no_progress,
-            **settings,
-        )
-    except ValueError as exc:
-        print(f"emfformer bench: error: {exc}", file=sys.stderr)
-        return 2
+    report = run_benchmark(  # a ValueError becomes the CLI's one-line error (exit 2)
+        args.models or DEFAULT_MODELS,
+        args.out,
+        device=args.device,
+        dice=_load_dice(args.dice_json),
+        progress=not args.no_progress,
+        **settings,
+    )
     for goal in report["goals"]:
         print(f"{goal['status']:>4}  {goal['text']} ({goal['detail']})")
     print(
         f"wrote {', '.join(str(args.out / f) for f in report['files'])} in {report['meta']['wall_s']:.0f} s"
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m emfformer.engine.bench [flags]``; see ``--help``."""
-    parser = argparse.ArgumentParser(prog="emfformer bench", description=__doc__.split("\n")[0])
-    return run_from_args(add_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """One benchmark measurement in a fresh child process: model spec parsing, the child, its launcher.
 
-The parent calls :func:`run_probe`, which starts ``python -m emfformer.engine.bench_probe --request
+The parent calls :func:`run_probe`, which starts ``python -m emfformer.bench.probe --request
 JSON --result FILE``. The child fixes the thread count, builds the model, then in this order measures
 peak inference memory (after a warm-up forward of the same shape), peak memory of one training step
 (forward + backward + AdamW step, optimizer state created in that step; after a batch-1 forward +
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import atomic_write_json
-from ..models import create_model, list_models, min_input_multiple, size_kwargs
-from .bench_measure import (
-    MemoryGuard,
+from ..models import build_model, input_problem, list_models
+from .measure import (
+    RssMonitor,
     count_flops,
     count_params,
     measure_matmul_peak,
@@ -121,8 +121,7 @@ class ModelSpec:
 
     def build(self, size: int, in_channels: int = 1, num_classes: int = 4) -> nn.Module:
         """Build the model for square inputs of side ``size`` (UNETR gets ``img_size=size``)."""
-        kwargs = {**size_kwargs(self.name, size), **self.overrides}
-        return create_model(self.name, in_channels=in_channels, num_classes=num_classes, **kwargs)
+        return build_model(self.name, size, in_channels, num_classes, **self.overrides)
 
 
 def parse_spec(text: str) -> ModelSpec:
@@ -148,14 +147,8 @@ def parse_spec(text: str) -> ModelSpec:
 
 
 def size_problem(spec: ModelSpec, size: int) -> str | None:
-    """Why ``spec`` cannot take ``size x size`` inputs, or None when it can."""
-    multiple = min_input_multiple(spec.name)
-    if size % multiple:
-        return f"input side must be a multiple of {multiple}, got {size}"
-    img_size = spec.overrides.get("img_size")
-    if img_size is not None and img_size != size:
-        return f"model is built for img_size={img_size}, input side is {size}"
-    return None
+    """Why ``spec`` cannot take ``size x size`` inputs, or None when it can (the registry's rule)."""
+    return input_problem(spec.name, size, spec.overrides.get("img_size"))
 
 
 @dataclass
@@ -216,7 +209,7 @@ def _probe_model(req: ProbeRequest, res: dict[str, Any], write: Callable[[dict[s
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    guard = MemoryGuard(rss_bytes() + budget, over_budget) if dev.type == "cpu" else None
+    guard = RssMonitor(0.005, rss_bytes() + budget, over_budget) if dev.type == "cpu" else None
     with guard if guard is not None else nullcontext():
         model.eval()
         infer(x)  # warm-up at the measured shape: one-time kernel/thread-pool setup is not counted
@@ -250,7 +243,7 @@ def _probe_model(req: ProbeRequest, res: dict[str, Any], write: Callable[[dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``python -m emfformer.engine.bench_probe --request JSON --result FILE``."""
+    """Child entry point: ``python -m emfformer.bench.probe --request JSON --result FILE``."""
     parser = argparse.ArgumentParser(description="One benchmark measurement (run by emfformer bench).")
     parser.add_argument("--request", required=True, help="ProbeRequest fields as a JSON object")
     parser.add_argument("--result", required=True, type=Path, help="where to write the result JSON")
@@ -294,7 +287,7 @@ def run_probe(req: ProbeRequest, timeout_s: float = 1800.0) -> dict[str, Any]:
     """
     with tempfile.TemporaryDirectory(prefix="emf-bench-") as tmp:
         result_path = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "emfformer.engine.bench_probe"]
+        cmd = [sys.executable, "-m", "emfformer.bench.probe"]
         cmd += ["--request", json.dumps(asdict(req)), "--result", str(result_path)]
         try:
             proc = subprocess.run(

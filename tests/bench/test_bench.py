@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from emfformer.engine import bench, bench_measure
-from emfformer.engine.bench import count_flops, count_params, run_benchmark
-from emfformer.engine.bench_measure import measure_peak_memory
-from emfformer.engine.bench_probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
-from emfformer.engine.bench_report import evaluate_goals, find_crossover, predict_memory, render_markdown
+from emfformer.bench import measure as bench_measure
+from emfformer.bench import run as bench
+from emfformer.bench.measure import measure_peak_memory
+from emfformer.bench.probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
+from emfformer.bench.run import count_flops, count_params, run_benchmark
+from emfformer.bench.summary import evaluate_goals, find_crossover, predict_memory, render_markdown
+from emfformer.cli import main
 
 MIB = 2**20
 
@@ -153,7 +155,9 @@ def test_parse_spec_errors(text: str, match: str) -> None:
 
 
 def test_size_problem() -> None:
-    assert size_problem(ModelSpec("swin_unetr"), 48) == "input side must be a multiple of 32, got 48"
+    assert size_problem(ModelSpec("swin_unetr"), 48) == (
+        "input side must be a multiple of 32 for swin_unetr, got 48 (pad to 64)"
+    )
     assert "img_size=64" in size_problem(ModelSpec("unetr", {"img_size": 64}), 128)
     assert size_problem(ModelSpec("unetr"), 128) is None
     assert parse_spec("unetr").build(32).__class__.__name__ == "UNETR"  # img_size follows the input side
@@ -270,14 +274,14 @@ def test_cli_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen = {}
     monkeypatch.setattr(bench, "run_benchmark", lambda models, out, **kw: seen.update(models=models, **kw) or {
         "goals": [], "files": [], "meta": {"wall_s": 0.0}})  # fmt: skip
-    assert bench.main(["--quick", "--repeats", "5", "--out", str(tmp_path), "--models", "unet"]) == 0
+    assert main(["bench", "--quick", "--repeats", "5", "--out", str(tmp_path), "--models", "unet"]) == 0
     assert seen["models"] == ["unet"] and seen["repeats"] == 5 and seen["size"] == 64
     assert seen["scaling_sizes"] == (64, 128)
     seen.clear()
-    assert bench.main(["--out", str(tmp_path), "--scaling-sizes"]) == 0
+    assert main(["bench", "--out", str(tmp_path), "--scaling-sizes"]) == 0
     assert seen["models"] == bench.DEFAULT_MODELS and seen["scaling_sizes"] == () and "size" not in seen
 
 
 def test_cli_bad_spec_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--models", "emf_former_s:conv", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--models", "emf_former_s:conv", "--out", str(tmp_path)]) == 2
     assert "key=value" in capsys.readouterr().err

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The headline Hippocampus recipe: three EMF-former-S models (configs/hippocampus.yaml), one per slice
+# axis, packed into one ensemble file whose probabilities are fused; then the test-part evaluation.
+#
+#   bash scripts/train_headline.sh --data DIR [--seed 0] [--out runs/headline_s0] [--threads 2]
+#
+# ~35 min of training on a 2-core CPU with 2 threads (3 x 20 epochs; docs/results.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=""; SEED=0; OUT=""; THREADS=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) DATA="${2:?--data needs a folder}"; shift 2 ;;
+    --seed) SEED="${2:?--seed needs a number}"; shift 2 ;;
+    --out) OUT="${2:?--out needs a folder}"; shift 2 ;;
+    --threads) THREADS="${2:?--threads needs a number}"; shift 2 ;;
+    *) echo "usage: bash scripts/train_headline.sh --data DIR [--seed N] [--out DIR] [--threads N]" >&2; exit 2 ;;
+  esac
+done
+[ -n "$DATA" ] || { echo "error: --data DIR (a Task04_Hippocampus folder) is required" >&2; exit 2; }
+OUT="${OUT:-runs/headline_s$SEED}"
+[ -x .venv/bin/emfformer ] || bash scripts/setup.sh
+EMF=.venv/bin/emfformer
+for AXIS in 0 1 2; do
+  RUN="$OUT/axis$AXIS"
+  if [ -f "$RUN/.done" ]; then
+    continue  # finished earlier: re-running the script only redoes what is missing
+  elif [ -f "$RUN/last.pt" ]; then
+    $EMF train --out "$RUN" --resume --data "$DATA" --threads "$THREADS"
+  else
+    $EMF train --config configs/hippocampus.yaml --data "$DATA" --seed "$SEED" --threads "$THREADS" \
+      --out "$RUN" --set data.slice_axis=$AXIS
+  fi
+  touch "$RUN/.done"
+done
+$EMF pack "$OUT/axis0/best.pt" "$OUT/axis1/best.pt" "$OUT/axis2/best.pt" -o "$OUT/hippocampus.pt"
+$EMF evaluate --checkpoint "$OUT/hippocampus.pt" --part test --data "$DATA" --out "$OUT/eval_test"
+echo "Ensemble: $OUT/hippocampus.pt   test report: $OUT/eval_test/summary.md"

@@ -1,0 +1,100 @@
+"""Checkpoints: no code runs on load, ensembles pack and load, shipped names resolve, bad weights fail clearly."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emfformer.engine.checkpoint import (
+    SHIPPED,
+    load_checkpoint,
+    members_from_checkpoint,
+    model_from_checkpoint,
+    pack_ensemble,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("via", ["torch.save", "plain pickle"])
+def test_a_malicious_checkpoint_does_not_run(tmp_path: Path, via: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"model": {}, "model_name": "emf_former_t", "model_kwargs": {}, "preprocess": {},
+               "class_names": ["a", "b"], "x": _Payload(marker)}  # fmt: skip
+    if via == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(ValueError, match="Cannot read checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists(), "the checkpoint ran code while loading"
+
+
+def test_run_checkpoints_pack_into_one_ensemble(trained_run: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(trained_run / "best.pt")
+    assert state["splits"]["test"], "a run checkpoint carries its split"
+    out = pack_ensemble([trained_run / "best.pt", trained_run / "last.pt"], tmp_path / "ens.pt", tta=True)
+    ens = load_checkpoint(out)
+    assert len(ens["members"]) == 2 and ens["tta"] is True
+    assert ens["splits"] == state["splits"] and ens["class_names"] == state["class_names"]
+    assert "optimizer" not in ens["members"][0] and "rng" not in ens["members"][0]
+    members = members_from_checkpoint(ens)
+    assert len(members) == 2 and not members[0][0].training
+    assert out.stat().st_size < (trained_run / "best.pt").stat().st_size * 2
+
+
+def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(trained_run / "best.pt")
+    state["splits"] = {**state["splits"], "test": ["someone_else"]}
+    save_checkpoint(tmp_path / "other.pt", state)
+    with pytest.raises(ValueError, match="disagree on splits"):
+        pack_ensemble([trained_run / "best.pt", tmp_path / "other.pt"], tmp_path / "ens.pt")
+    assert not (tmp_path / "ens.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit"),
+        (lambda s: s.update(model_name="emf_former_s"), "do not fit"),
+        (lambda s: s["model"].pop(next(iter(s["model"]))), "do not fit"),
+        (lambda s: s["model_kwargs"].update(bogus=1), "do not fit"),
+    ],
+    ids=["num_classes", "architecture", "missing key", "bad kwargs"],
+)
+def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path, change, match: str) -> None:
+    state = load_checkpoint(trained_run / "best.pt")
+    change(state)
+    with pytest.raises(ValueError, match=match):
+        model_from_checkpoint(state)
+
+
+def test_shipped_names_resolve_and_unknown_paths_say_what_exists(tmp_path: Path) -> None:
+    assert resolve_checkpoint(None) == resolve_checkpoint("hippocampus")
+    assert resolve_checkpoint("hippocampus").name == SHIPPED["hippocampus"]
+    with pytest.raises(ValueError, match="hippocampus"):
+        resolve_checkpoint(tmp_path / "missing.pt")
+
+
+def test_numpy_rng_state_of_older_checkpoints_still_loads(trained_run: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(trained_run / "best.pt")
+    state["rng"]["numpy"] = np.random.get_state()  # emfformer 0.1 stored the raw numpy tuple
+    save_checkpoint(tmp_path / "old.pt", state)
+    assert isinstance(load_checkpoint(tmp_path / "old.pt")["rng"]["numpy"][1], np.ndarray)

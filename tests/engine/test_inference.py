@@ -1,0 +1,90 @@
+"""Whole-volume inference: mirror TTA, probability-level ensembles of models with other slice axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emfformer.data.preprocess import PreprocessConfig, slices_to_scores, slices_to_volume, volume_to_slices
+from emfformer.engine.inference import predict_scores, predict_slices, predict_volume
+
+
+class _Intensity(nn.Module):
+    """A fixed 'model': class 1 where the first input channel is above 0, with a left-right bias."""
+
+    def __init__(self, skew: float = 0.0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.skew = skew
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-1, 1, x.shape[-1]) * self.skew
+        fg = x[:, :1] * 4 + ramp
+        return torch.cat([-fg, fg], dim=1)
+
+
+def test_tta_averages_the_four_mirrorings_flipped_back() -> None:
+    model = _Intensity(skew=2.0)
+    x = torch.randn(3, 1, 16, 16)
+    expected = 0
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+        xi = x.flip(dims) if dims else x
+        p = model(xi).softmax(1)
+        expected = expected + (p.flip(dims) if dims else p)
+    got = predict_slices(model, x, tta=True)
+    torch.testing.assert_close(got, expected / 4)
+    # the skewed model is not mirror-invariant, so TTA changes its output
+    assert not torch.allclose(got, predict_slices(model, x))
+    # a mirror-invariant model is unchanged by TTA
+    torch.testing.assert_close(predict_slices(_Intensity(), x, tta=True), predict_slices(_Intensity(), x))
+
+
+@pytest.mark.parametrize("mode", ["pad", "resize"])
+def test_scores_on_the_volume_grid_match_the_label_inverse(mode: str) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(20, 40, 9)).astype(np.float32)  # 40 > 32: pad mode crops this axis
+    pre = PreprocessConfig(size=32, mode=mode, slice_axis=2)
+    slices, _, info = volume_to_slices(image, pre)
+    probs = predict_slices(_Intensity(), slices)
+    scores = slices_to_scores(probs, info)
+    assert scores.shape == (2, 20, 40, 9) and scores.dtype == np.float32
+    np.testing.assert_array_equal(scores.argmax(0), slices_to_volume(probs, info))
+    if mode == "pad":  # the border outside the centre crop is background with certainty
+        assert (scores[0, :, :4] == 1).all() and (scores[1, :, :4] == 0).all()
+
+
+def test_ensemble_of_slice_axes_averages_probabilities_on_the_volume_grid() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(16, 20, 12)).astype(np.float32)
+    members = [
+        (_Intensity(skew=s), PreprocessConfig(size=32, slice_axis=a)) for s, a in ((1.0, 0), (-1.5, 2))
+    ]
+    fused = predict_scores(members, image)
+    singles = [predict_scores([m], image) for m in members]
+    np.testing.assert_allclose(fused, (singles[0] + singles[1]) / 2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(predict_volume(members, image), fused.argmax(0))
+    # context slices: a 2.5D member sees 3 channels, built from the same volume
+    ctx = PreprocessConfig(size=32, slice_axis=1, context=3)
+    assert volume_to_slices(image, ctx)[0].shape == (20, 3, 32, 32)
+    assert predict_volume([(_Intensity(), ctx)], image).shape == image.shape
+
+
+def test_single_model_needs_its_preprocessing() -> None:
+    with pytest.raises(ValueError, match="PreprocessConfig"):
+        predict_volume(_Intensity(), np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="at least one"):
+        predict_scores([], np.zeros((4, 4, 4), np.float32))
+
+
+def test_predict_and_evaluate_never_load_training_code() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, emfformer.engine.predict, emfformer.engine.evaluate;"
+        "print(sorted(m for m in sys.modules if m.startswith('emfformer.engine')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "emfformer.engine.train" not in loaded and "emfformer.engine.inference" in loaded
