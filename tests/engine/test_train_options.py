@@ -56,3 +56,18 @@ def test_context_slices_make_a_25d_model_that_predicts(tiny_config: Callable[...
 def test_bad_options_are_value_errors(tiny_config, tmp_path: Path, key: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         tiny_config(tmp_path / "bad", **{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("optim.lr", float("inf"), "finite"),
+        ("optim.weight_decay", -1.0, "finite and >= 0"),
+        ("threads", -1, "threads"),
+    ],
+)
+def test_non_finite_or_negative_settings_are_refused(
+    tiny_config, tmp_path: Path, key: str, value, match: str
+):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(tmp_path / "bad", **{key: value})

@@ -6,6 +6,7 @@ Models never see these objects: the engine turns them into plain kwargs (``creat
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -215,7 +216,18 @@ def _validate(cfg: RunConfig) -> None:
     checks = [
         (cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}"),
         (cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}"),
-        (cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}"),
+        (
+            math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0,
+            f"optim.lr must be a finite number > 0, got {cfg.optim.lr}",
+        ),
+        (
+            all(
+                math.isfinite(v) and v >= 0
+                for v in (cfg.optim.weight_decay, cfg.optim.min_lr, cfg.optim.grad_clip)
+            ),
+            "optim.weight_decay, optim.min_lr and optim.grad_clip must be finite and >= 0",
+        ),
+        (cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1 (or unset), got {cfg.threads}"),
         (
             cfg.optim.schedule in ("cosine", "poly"),
             f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",

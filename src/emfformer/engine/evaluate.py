@@ -43,7 +43,7 @@ def run_evaluation(
         part: ``test`` (held-out; default), ``val``, ``train`` or ``external_test`` (ACDC testing/).
         data_dir: dataset folder; default: the one recorded in the checkpoint, then $EMFFORMER_DATA, cache.
         out_dir: report folder; default ``<run folder>/eval_<part>`` (``eval_<part>_<stem>`` for a
-            checkpoint other than ``best.pt``).
+            checkpoint other than ``best.pt``; ``runs/shipped_<name>/`` for a shipped model).
         splits_file: split JSON; default the split stored in the checkpoint, else the ``splits.json``
             beside it (the training split).
         max_cases: evaluate only the first N cases of the part.
@@ -76,7 +76,10 @@ def run_evaluation(
         )
     stem = paths[0].stem if len(paths) == 1 else "ensemble"
     suffix = "" if stem == "best" else f"_{stem}"  # last.pt must not overwrite best's report
-    out = Path(out_dir) if out_dir else paths[0].parent / f"eval_{part}{suffix}{'_tta' if tta else ''}"
+    default_dir = paths[0].parent
+    if default_dir == resolve_checkpoint(None).parent:  # a shipped model: never write into the package
+        default_dir = Path("runs") / f"shipped_{paths[0].stem}"
+    out = Path(out_dir) if out_dir else default_dir / f"eval_{part}{suffix}{'_tta' if tta else ''}"
     extra = {
         "checkpoint": [str(p) for p in paths],
         "model_name": first["model_name"],
