@@ -38,7 +38,6 @@ __all__ = [
     "SliceAugment",
     "build_slice_cache",
     "train_transforms",
-    "seed_worker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -299,9 +298,8 @@ class SliceDataset(Dataset):
             subset is drawn from ``(seed, epoch)``: call `set_epoch` to draw a new subset each epoch.
         seed: seed of the empty-slice subset.
 
-    Unlabelled arrays give samples with only ``"image"``. With DataLoader workers, pass
-    ``worker_init_fn=seed_worker`` so each worker augments differently (and reproducibly), and
-    call `set_epoch` before creating the epoch's iterator (not with ``persistent_workers``).
+    Unlabelled arrays give samples with only ``"image"``. Training loads in the main process (the
+    augmentation is reseeded per epoch there); call `set_epoch` before creating the epoch's iterator.
     """
 
     def __init__(
@@ -344,18 +342,3 @@ class SliceDataset(Dataset):
         if self.arrays.labels is not None:
             sample["label"] = torch.from_numpy(self.arrays.labels[j].astype(np.int64))
         return self.transform(sample) if self.transform is not None else sample
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: reseed the dataset's augmentation from the worker's torch seed.
-
-    Each worker gets a distinct seed derived from the loader's generator, so runs with a seeded
-    ``generator=torch.Generator().manual_seed(s)`` are reproducible.
-    """
-    info = torch.utils.data.get_worker_info()
-    if info is None:
-        return
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_state"):
-        transform.set_random_state(torch.initial_seed() % 2**32)
-    np.random.seed(torch.initial_seed() % 2**32)
