@@ -14,7 +14,14 @@ from typing import Any
 
 import nibabel as nib
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_nifti"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "save_nifti",
+    "remove_stale_temp_files",
+    "RunLock",
+]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
@@ -32,10 +39,87 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temp files that `atomic_write` left behind when its process was killed mid-write."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+class RunLock:
+    """Advisory lock on a run folder: a ``.lock`` file holding the writer's PID.
+
+    A second writer is refused with a clear ValueError while the holder is alive; a lock left by a
+    process that no longer exists is taken over.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = _read_pid(self.path)
+                if pid is not None and _alive(pid):
+                    raise ValueError(
+                        f"Run folder {self.path.parent} is in use by process {pid} (lock {self.path}). "
+                        "Wait for it, or choose another --out."
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its writer is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise ValueError(
+            f"Could not lock run folder {self.path.parent}; remove {self.path} if no run is active."
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if _read_pid(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

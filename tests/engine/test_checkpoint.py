@@ -72,12 +72,13 @@ def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, t
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit"),
+        (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit"),  # also contradicts class_names
         (lambda s: s.update(model_name="emf_former_s"), "do not fit"),
         (lambda s: s["model"].pop(next(iter(s["model"]))), "do not fit"),
         (lambda s: s["model_kwargs"].update(bogus=1), "do not fit"),
+        (lambda s: s.update(class_names=["only", "two"]), "do not fit their class names"),
     ],
-    ids=["num_classes", "architecture", "missing key", "bad kwargs"],
+    ids=["num_classes", "architecture", "missing key", "bad kwargs", "class names"],
 )
 def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path, change, match: str) -> None:
     state = load_checkpoint(trained_run / "best.pt")

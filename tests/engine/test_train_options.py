@@ -71,3 +71,43 @@ def test_non_finite_or_negative_settings_are_refused(
 ):
     with pytest.raises(ValueError, match=match):
         tiny_config(tmp_path / "bad", **{key: value})
+
+
+def test_a_second_writer_is_refused_and_stale_temp_files_are_removed(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    import os
+
+    from emfformer.io import RunLock
+
+    run_dir = tmp_path / "locked"
+    run_dir.mkdir()
+    (run_dir / ".last.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    with RunLock(run_dir):
+        assert (run_dir / ".lock").read_text() == str(os.getpid())
+        with pytest.raises(ValueError, match="in use by process"):
+            run_training(tiny_config(run_dir))
+    (run_dir / ".lock").write_text("999999999")  # a writer that died: its lock is taken over
+    run_training(tiny_config(run_dir))
+    assert not (run_dir / ".lock").exists() and not list(run_dir.glob(".*.tmp"))
+
+
+def test_resume_of_a_finished_run_without_more_epochs_is_refused(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    run = run_training(tiny_config(tmp_path / "done"))
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ValueError, match="already trained 1 epochs"):
+        run_training(tiny_config(run), resume=True, resume_overrides={"optim.epochs": 1})
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_a_split_file_with_another_fold_count_is_refused(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+):
+    from emfformer.data.cases import DataError
+
+    run_training(tiny_config(tmp_path / "f"))
+    (tmp_path / "f" / "last.pt").unlink()  # a fresh run into the folder, with another fold count
+    with pytest.raises(DataError, match="has 5 folds but this run asks for 3"):
+        run_training(tiny_config(tmp_path / "f", **{"data.n_folds": 3}))

@@ -5,7 +5,7 @@ process (:mod:`emfformer.bench.probe`), so memory peaks, allocator caches and th
 not leak between models; the fp32 matmul peak that throughput is compared with is measured in the same
 run. Sizes whose predicted training memory exceeds ``max_memory_gb`` are skipped; a child that exceeds
 it anyway is stopped and recorded as "did not fit". Results: ``bench.json``, ``bench.md`` (tables and
-the issue's goals as PASS/FAIL lines) and PNG plots in ``out_dir``, all written atomically.
+the paper's efficiency claims as targets with PASS/FAIL lines, see :mod:`emfformer.bench.summary`) and PNG plots in ``out_dir``, all written atomically.
 
 Example:
     >>> run_benchmark(["emf_former_s", "unet"], Path("runs/bench"), scaling_sizes=(128, 224))
@@ -201,27 +201,14 @@ def run_benchmark(
     Returns:
         The report dict that was written to ``bench.json``.
     """
-    if not models:
-        raise ValueError("models must name at least one model spec")
-    for name, value in dict(
-        size=size, batch=batch, threads=threads, repeats=repeats, train_batch=train_batch
-    ).items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if max_memory_gb <= 0 or time_budget_s <= 0 or matmul_seconds <= 0 or warmup < 0:
-        raise ValueError("max_memory_gb, time_budget_s, matmul_seconds must be > 0 and warmup >= 0")
-    if any(s < 16 for s in scaling_sizes):
-        raise ValueError(f"scaling sizes must be >= 16, got {list(scaling_sizes)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    _check_settings(models, size, batch, threads, repeats, train_batch, max_memory_gb, time_budget_s,
+                    matmul_seconds, warmup, scaling_sizes, device)  # fmt: skip
     specs = [parse_spec(m) for m in models]
     scaling_specs = [parse_spec(m) for m in scaling_models] if scaling_sizes else []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_start = _load_avg()
     base = ProbeRequest(
         size=size, batch=batch, train_batch=train_batch, repeats=repeats, warmup=warmup, threads=threads,
         device=device, max_memory_mb=max_memory_gb * 1024, time_budget_s=time_budget_s, matmul_seconds=matmul_seconds,
@@ -237,13 +224,68 @@ def run_benchmark(
             s.label: _scaling(s, sorted(set(scaling_sizes)), base, by_key, bar, timeout_s)
             for s in scaling_specs
         }
-    peak = matmul.get("gflops")
+    _add_peak_fraction(results, matmul.get("gflops"))
+    meta = _meta(base, max_memory_gb, specs, scaling_specs, scaling_sizes, device, matmul)
+    report: dict[str, Any] = {"meta": meta, "models": results, "scaling": scaling}
+    report["crossover"] = find_crossover(report) if {OURS, TWIN} <= set(scaling) else None
+    report["goals"] = evaluate_goals(report)
+    report["dice"] = dice
+    meta["wall_s"] = time.perf_counter() - started
+    meta["load_avg_1min"] = [load_start, _load_avg()]
+    plots = write_plots(report, out_dir, dice)
+    report["files"] = [p.name for p in plots] + ["bench.json", "bench.md"]
+    atomic_write_text(out_dir / "bench.md", render_markdown(report))
+    atomic_write_json(out_dir / "bench.json", report)
+    return report
+
+
+def _check_settings(
+    models: Sequence[str], size: int, batch: int, threads: int, repeats: int, train_batch: int,
+    max_memory_gb: float, time_budget_s: float, matmul_seconds: float, warmup: int,
+    scaling_sizes: Sequence[int], device: str,
+) -> None:  # fmt: skip
+    """Every argument of `run_benchmark` checked up front, with a clear ValueError."""
+    if not models:
+        raise ValueError("models must name at least one model spec")
+    for name, value in dict(
+        size=size, batch=batch, threads=threads, repeats=repeats, train_batch=train_batch
+    ).items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if max_memory_gb <= 0 or time_budget_s <= 0 or matmul_seconds <= 0 or warmup < 0:
+        raise ValueError("max_memory_gb, time_budget_s, matmul_seconds must be > 0 and warmup >= 0")
+    if any(s < 16 for s in scaling_sizes):
+        raise ValueError(f"scaling sizes must be >= 16, got {list(scaling_sizes)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+
+
+def _load_avg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _add_peak_fraction(results: list[dict[str, Any]], peak: float | None) -> None:
+    """Achieved GFLOP/s of every throughput measurement, and its fraction of the matmul peak."""
     for r in results:
         if r.get("flops") and r.get("throughput_img_s"):
             r["achieved_gflops_s"] = r["flops"] * r["throughput_img_s"] / 1e9
             if peak:
                 r["peak_fraction"] = r["achieved_gflops_s"] / peak
-    meta = {
+
+
+def _meta(
+    base: ProbeRequest,
+    max_memory_gb: float,
+    specs: list[ModelSpec],
+    scaling_specs: list[ModelSpec],
+    scaling_sizes: Sequence[int],
+    device: str,
+    matmul: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's settings and machine facts, recorded in bench.json."""
+    return {
         **{k: v for k, v in asdict(base).items() if k not in ("spec", "kind", "max_memory_mb")},
         "max_memory_gb": max_memory_gb,
         "models": [s.label for s in specs],
@@ -253,24 +295,13 @@ def run_benchmark(
         "device_name": _device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "matmul_peak_gflops": peak,
+        "matmul_peak_gflops": matmul.get("gflops"),
         "matmul_status": matmul.get("status"),
         "matmul_n": 2048,
         "memory_method": memory_method_text(device),
         "flops_note": "FLOPs = 2 x MACs, torch.utils.flop_counter, matmul/conv/attention only, batch 1",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    report: dict[str, Any] = {"meta": meta, "models": results, "scaling": scaling}
-    report["crossover"] = find_crossover(report) if {OURS, TWIN} <= set(scaling) else None
-    report["goals"] = evaluate_goals(report)
-    report["dice"] = dice
-    meta["wall_s"] = time.perf_counter() - started
-    meta["load_avg_1min"] = [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
-    plots = write_plots(report, out_dir, dice)
-    report["files"] = [p.name for p in plots] + ["bench.json", "bench.md"]
-    atomic_write_text(out_dir / "bench.md", render_markdown(report))
-    atomic_write_json(out_dir / "bench.json", report)
-    return report
 
 
 def _load_dice(path: Path | None) -> dict[str, float] | None:

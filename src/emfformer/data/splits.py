@@ -153,6 +153,11 @@ def load_or_create_splits(
             splits = _validate(json.loads(path.read_text(encoding="utf-8")), path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path} is not valid JSON: {exc}. Delete it to create a new split.") from exc
+        if int(splits.get("n_folds", n_folds)) != n_folds:
+            raise DataError(
+                f"Split file {path} has {splits['n_folds']} folds but this run asks for {n_folds}. Use "
+                "another run folder, or delete the split file to create a new split."
+            )
         stale = sorted(_all_ids(splits) - set(case_ids))
         if stale:
             raise DataError(

@@ -116,6 +116,14 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Prepr
     Raises:
         ValueError: the weights do not fit the model the checkpoint names.
     """
+    n_classes = (
+        state["model_kwargs"].get("num_classes") if isinstance(state.get("model_kwargs"), dict) else None
+    )
+    if n_classes is not None and n_classes != len(state["class_names"]):
+        raise ValueError(
+            f"Checkpoint weights do not fit their class names: the model has {n_classes} classes, "
+            f"class_names lists {len(state['class_names'])} ({state['class_names']})"
+        )
     try:
         model = create_model(state["model_name"], **state["model_kwargs"])
         model.load_state_dict(state["model"])

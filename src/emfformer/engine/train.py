@@ -27,7 +27,7 @@ from ..data.locate import default_cache_dir, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
 from ..data.splits import select_cases
-from ..io import atomic_write_text
+from ..io import RunLock, atomic_write_text, remove_stale_temp_files
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides
@@ -141,10 +141,12 @@ def run_training(
     """
     threads = torch.get_num_threads()
     try:
-        state = None
-        if resume:
-            cfg, state = resume_config(cfg.out_dir, resume_overrides)
-        return _train(cfg, state)
+        with RunLock(cfg.out_dir):  # a second training into the same folder is refused
+            remove_stale_temp_files(cfg.out_dir)  # left by a process killed while writing
+            state = None
+            if resume:
+                cfg, state = resume_config(cfg.out_dir, resume_overrides)
+            return _train(cfg, state)
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
 
@@ -160,6 +162,11 @@ def resume_config(
     state = load_checkpoint(Path(out_dir) / "last.pt")
     cfg = config_from_dict(state["config"], overrides)
     cfg.out_dir = out_dir  # the folder may have been moved since
+    if cfg.optim.epochs <= state["epoch"]:
+        raise ValueError(
+            f"{out_dir} has already trained {state['epoch']} epochs; --resume needs --epochs above that "
+            f"(got {cfg.optim.epochs}). Nothing was changed."
+        )
     return cfg, state
 
 
