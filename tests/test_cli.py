@@ -166,7 +166,7 @@ def test_predict(
     args = ["predict", "--checkpoint", str(run / "best.pt"), "--device", "cpu"]
     assert main([*args, "-i", str(image), "-o", str(out), "--overlays"]) == 0
     assert f"Wrote 1 label file(s) to {out}" in capsys.readouterr().out
-    assert (out / image.name).is_file() and (out / "overlays" / "hippocampus_002.png").is_file()
+    assert (out / image.name).is_file() and (out / "overlays" / "hippocampus_002.nii.gz.png").is_file()
 
     bad = tmp_path / "bad"
     assert main([*args, "-i", str(tmp_path / "nothing.nii.gz"), "-o", str(bad)]) == 2

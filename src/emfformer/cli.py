@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print(
+            f"emfformer {args.command}: internal error: this is a bug, please report it with the traceback below",
+            file=sys.stderr,
+        )
+        raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""run_prediction: label files keep the input geometry; bad input writes nothing."""
+"""run_prediction: label files keep the input geometry; bad inputs are skipped or refused, never half-written."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from emfformer.data.cases import Case, DataError, load_volume
 from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from emfformer.engine.inference import predict_volume
-from emfformer.engine.predict import find_inputs, run_prediction
+from emfformer.engine.predict import SkippedInputs, find_inputs, run_prediction
 
 
 def _affine(
@@ -118,7 +118,7 @@ def test_single_file_and_overlays(geometry_inputs: Path, trained_run: Path, tmp_
         geometry_inputs / "rotated.nii.gz", out, trained_run / "best.pt", overlays=True, progress=False
     )
     assert written == [out / "rotated.nii.gz"]
-    png = out / "overlays" / "rotated.png"
+    png = out / "overlays" / "rotated.nii.gz.png"
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.iterdir()) == ["overlays", "rotated.nii.gz"]
 
@@ -178,17 +178,61 @@ def _bad_2d(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("make_bad", "match"),
-    [(_bad_4d, "single-channel 3D volume"), (_bad_corrupt, "Cannot read NIfTI"), (_bad_2d, "3D volume")],
-)
-def test_one_bad_file_in_a_folder_writes_nothing(
+def _bad_nan(folder: Path) -> Path:
+    path = folder / "holes.nii.gz"
+    data = np.ones((8, 8, 4), np.float32)
+    data[2, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def _bad_truncated(folder: Path) -> Path:
+    path = folder / "cut.nii.gz"
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).normal(size=(30, 30, 30)).astype(np.float32), np.eye(4)),
+        path,
+    )
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _bad_rgb(folder: Path) -> Path:
+    path = folder / "colour.nii"
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), path)
+    return path
+
+
+BAD_FILES = [
+    (_bad_4d, "single-channel 3D volume"),
+    (_bad_corrupt, "Cannot read NIfTI"),
+    (_bad_2d, "3D volume"),
+    (_bad_nan, "NaN or infinite"),
+    (_bad_truncated, "Is the file complete"),
+    (_bad_rgb, "RGB"),
+]
+
+
+@pytest.mark.parametrize(("make_bad", "match"), BAD_FILES, ids=lambda v: getattr(v, "__name__", v))
+def test_a_bad_file_in_a_folder_is_skipped_and_the_rest_segmented(
     good_file: Path, trained_run: Path, tmp_path: Path, make_bad, match: str
 ) -> None:
-    make_bad(good_file.parent)
+    bad = make_bad(good_file.parent)
     out = tmp_path / "labels"
-    with pytest.raises(DataError, match=match):
+    with pytest.raises(SkippedInputs, match=f"1 of 2 inputs were skipped.*{bad.name}: .*{match}"):
         run_prediction(good_file.parent, out, trained_run / "best.pt", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [good_file.name], "only the good scan, no partial file"
+
+
+@pytest.mark.parametrize(("make_bad", "match"), BAD_FILES, ids=lambda v: getattr(v, "__name__", v))
+def test_a_bad_single_file_writes_nothing(trained_run: Path, tmp_path: Path, make_bad, match: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = make_bad(folder)
+    out = tmp_path / "labels"
+    with pytest.raises(DataError, match=match) as exc:
+        run_prediction(bad, out, trained_run / "best.pt", progress=False)
+    assert str(bad) in str(exc.value) or bad.name in str(exc.value)
     assert not out.exists(), f"partial output: {list(out.rglob('*'))}"
 
 

@@ -78,6 +78,9 @@ class Volume:
     spacing: tuple[float, float, float]
 
 
+_MAX_VOLUME_BYTES = 8 * 2**30  # a header asking for more is refused before any voxel is read
+
+
 def _load_nifti(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise DataError(f"File not found: {path}. Check the dataset folder or re-run `emfformer download`.")
@@ -89,7 +92,30 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         raise DataError(
             f"{path} has shape {img.shape}; emfformer expects a single-channel 3D volume (X, Y, Z)."
         )
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind == "c":  # RGB(A) records, complex numbers
+        raise DataError(
+            f"{path} stores {'RGB' if dtype.fields else 'complex'} voxels ({dtype}); emfformer needs one real "
+            "intensity per voxel. Convert it to a grey-level (magnitude) volume first."
+        )
+    needed = int(np.prod(img.shape, dtype=np.float64)) * 4  # read as float32
+    if needed > _MAX_VOLUME_BYTES:
+        raise DataError(
+            f"{path} claims {'x'.join(map(str, img.shape))} voxels ({needed / 2**30:.1f} GiB as float32), more "
+            f"than the {_MAX_VOLUME_BYTES / 2**30:.0f} GiB a volume may take here. Is the header corrupt?"
+        )
     return img
+
+
+def _read_voxels(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
+    """The voxel array; a truncated or corrupt data block becomes a DataError naming the file."""
+    try:
+        data = np.asarray(img.dataobj, dtype=dtype)
+    except Exception as exc:  # EOFError, zlib.error, ValueError... for truncated/corrupt files
+        raise DataError(
+            f"Cannot read the voxels of {path}: {exc or type(exc).__name__}. Is the file complete?"
+        ) from exc
+    return data
 
 
 def load_volume(case: Case) -> Volume:
@@ -99,7 +125,12 @@ def load_volume(case: Case) -> Volume:
         DataError: a file is missing/unreadable, not 3D, or image and label differ in shape/affine.
     """
     img = _load_nifti(Path(case.image))
-    image = np.asarray(img.dataobj, dtype=np.float32)
+    image = _read_voxels(img, Path(case.image), np.float32)
+    if not np.isfinite(image).all():
+        n_bad = int(image.size - np.isfinite(image).sum())
+        raise DataError(
+            f"{case.image} holds {n_bad} NaN or infinite voxel(s); fix or mask them (e.g. set them to 0) first."
+        )
     label = None
     if case.label is not None:
         lab = _load_nifti(Path(case.label))
@@ -113,7 +144,7 @@ def load_volume(case: Case) -> Volume:
                 f"Case {case.case_id}: label {case.label} and image {case.image} have different affines; "
                 "resample the label onto the image grid."
             )
-        raw = np.asarray(lab.dataobj)
+        raw = _read_voxels(lab, Path(case.label), np.float64)
         label = np.rint(raw).astype(np.int16)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return Volume(case.case_id, image, label, img.affine.copy(), img.header.copy(), zooms)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from ..io import atomic_write, save_nifti
 from .checkpoint import load_checkpoint, members_from_checkpoint
 from .inference import predict_volume, resolve_device
 
-__all__ = ["find_inputs", "run_prediction", "save_overlay"]
+__all__ = ["find_inputs", "run_prediction", "save_overlay", "SkippedInputs"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,29 @@ def save_overlay(
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
 
 
+class SkippedInputs(DataError):
+    """Some inputs of a folder could not be segmented; the others were written."""
+
+
+def _segment(
+    f: Path, out: Path, members: list, num_classes: int, tta: bool, bf16: bool, overlays: bool
+) -> Path:
+    """Segment one file and write its label volume (and overlay) atomically."""
+    vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
+    with torch.inference_mode():
+        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta)
+    header = vol.header.copy()
+    dtype = np.uint8 if num_classes <= 256 else np.int16
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1, 0)
+    path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / f.name)
+    if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
+        save_overlay(
+            vol.image, labels, out / "overlays" / f"{f.name}.png", num_classes, members[0][1].slice_axis
+        )
+    return path
+
+
 def run_prediction(
     inputs: str | Path,
     out_dir: str | Path,
@@ -103,10 +126,14 @@ def run_prediction(
     test-time augmentation (``None``: what the checkpoint recommends).
 
     Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
-    With ``overlays``, PNGs go to ``out_dir/overlays/<name>.png``.
+    With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
+    a folder, bad files are skipped (one warning each), the good ones segmented, and then
+    `SkippedInputs` names the skipped files.
 
     Raises:
-        DataError: an input is missing, unreadable or not a 3D volume (nothing is written then).
+        DataError: the input (or every input of a folder) is missing, unreadable, not a 3D volume or
+            holds NaN/inf voxels: nothing is written.
+        SkippedInputs: some inputs of a folder were skipped, the others were written.
         ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten).
     """
     files = find_inputs(inputs)
@@ -124,29 +151,28 @@ def run_prediction(
     tta = bool(states[0].get("tta", False)) if tta is None else tta
     dev = resolve_device(device)
     members = [m for s in states for m in members_from_checkpoint(s, dev)]
-    preprocess = members[0][1]
+    good, bad = [], []
     for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
-        for _, pre in members:
-            _check_input(f, pre)
+        try:
+            for _, pre in members:
+                _check_input(f, pre)
+            good.append(f)
+        except DataError as exc:
+            log.warning("skipping %s: %s", f, exc)
+            bad.append(f"{f.name}: {exc}")
+    if not good:
+        raise DataError(
+            bad[0] if len(bad) == 1 else f"none of the {len(bad)} inputs can be segmented: " + "; ".join(bad)
+        )
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for f in tqdm(files, desc="predict", disable=not progress):
-        vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
-        with torch.inference_mode():
-            labels = predict_volume(members, vol.image, bf16=bf16, tta=tta)
-        header = vol.header.copy()
-        dtype = np.uint8 if num_classes <= 256 else np.int16
-        header.set_data_dtype(dtype)
-        header.set_slope_inter(1, 0)
-        img = nib.Nifti1Image(labels.astype(dtype), vol.affine, header)
-        written.append(save_nifti(img, out / f.name))
-        if overlays:
-            save_overlay(
-                vol.image,
-                labels,
-                out / "overlays" / f"{nifti_stem(f.name)}.png",
-                num_classes,
-                preprocess.slice_axis,
-            )
+    written = [
+        _segment(f, out, members, num_classes, tta, bf16, overlays)
+        for f in tqdm(good, desc="predict", disable=not progress)
+    ]
+    if bad:
+        raise SkippedInputs(
+            f"{len(bad)} of {len(files)} inputs were skipped (the other {len(written)} are in {out}): "
+            + "; ".join(bad)
+        )
     log.info("wrote %d label file(s) to %s", len(written), out)
     return written
