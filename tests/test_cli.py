@@ -238,7 +238,7 @@ def test_missing_data_folder_exits_2(
     "argv",
     [
         [],
-        ["train", "--device", "tpu"],
+        ["train", "--epochs", "many"],
         ["evaluate", "--part", "x"],
         ["predict", "-i", "x"],
         ["download", "mnist"],

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--out", help="run folder")
     p.add_argument("--seed", type=int, help="random seed (recorded in config.yaml)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
+    p.add_argument("--device", help="auto (default: CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument(
         "--set",
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: RUN/eval_<part>)")
     p.add_argument("--splits", help="split JSON (default: RUN/splits.json)")
     p.add_argument("--max-cases", type=int, help="only the first N cases")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["evaluate"] = _evaluate
 
@@ -182,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder for the label files")
     _add_checkpoint_args(p)
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["predict"] = _predict
 
@@ -227,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    threads = getattr(args, "threads", None)
     try:
+        if args.command in ("evaluate", "predict") and threads is not None:  # train takes it via its config
+            if threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {threads}")
+            import torch
+
+            torch.set_num_threads(threads)
         return args._commands[args.command](args)
     except (DataError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

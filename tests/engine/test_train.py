@@ -18,7 +18,8 @@ import yaml
 from emfformer.engine import train as train_module
 from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from emfformer.engine.config import RunConfig, config_from_dict, load_config
-from emfformer.engine.train import lr_factor, resolve_device, run_training
+from emfformer.engine.inference import resolve_device
+from emfformer.engine.train import lr_factor, run_training
 
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "log.json", "curves.png", "config.yaml", "splits.json")
 
@@ -242,8 +243,11 @@ def test_lr_factor_decays_monotonically_to_the_floor(schedule: str) -> None:
 def test_resolve_device_without_cuda() -> None:
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="no CUDA GPU"):
-        resolve_device("cuda")
+    for name in ("cuda", "cuda:3"):
+        with pytest.raises(ValueError, match="no such CUDA GPU"):
+            resolve_device(name)
+    with pytest.raises(ValueError, match="auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("tpu")
 
 
 def test_resume_refuses_changes_to_model_data_or_schedule(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -75,7 +76,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     out_dir: str = "runs/hippocampus_emf_former_s"  # run folder (checkpoints, logs, curves, config)
     seed: int = 0  # seeds python, numpy, torch and the data split
-    device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bfloat16 autocast for forward passes
     threads: int | None = None  # torch CPU threads; None = torch default
     val_every: int = 1  # validate on whole volumes every N epochs
@@ -245,7 +246,10 @@ def _validate(cfg: RunConfig) -> None:
             f"data.context must be an odd number >= 1, got {cfg.data.context}",
         ),
         (0.0 <= cfg.data.flip_prob <= 1.0, f"data.flip_prob must be in [0, 1], got {cfg.data.flip_prob}"),
-        (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {cfg.device!r}"),
+        (
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(cfg.device)) is not None,
+            f"device must be auto|cpu|cuda|cuda:N|mps, got {cfg.device!r}",
+        ),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
         (
             cfg.model.name in list_models(),
