@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -96,6 +97,22 @@ def train_one_epoch(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return float(np.mean(losses)) if losses else None
+
+
+def _warn_if_busy(threads: int) -> None:
+    """Warn when other processes already load the CPU: several multi-threaded jobs on few cores spin
+    against each other (measured here: a 2-thread training next to another one ran about 25x slower)."""
+    if not hasattr(os, "getloadavg"):
+        return
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load + threads > cores + 0.5:
+        log.warning(
+            "the CPU is busy (load %.1f on %d cores) and this run uses %d threads: it may run many times "
+            "slower. Give each concurrent job --threads 1 (or fewer threads than free cores).",
+            load,
+            cores,
+            threads,
+        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -263,6 +280,7 @@ def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    _warn_if_busy(torch.get_num_threads())
 
     # 1) data: cases, preprocessed slices (cached), validation volumes
     data = _load_data(cfg, run_dir)
