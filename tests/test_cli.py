@@ -173,6 +173,14 @@ def test_predict(
     assert "does not exist" in _error_line(capsys, "predict")
     assert main([*args, "-i", str(image), "-o", str(image.parent)]) == 2
     assert "holds the inputs" in _error_line(capsys, "predict")
+
+    onnx = tmp_path / "net.onnx"
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--format", "onnx", "-o", str(onnx)]) == 0
+    assert "max |logit diff|" in capsys.readouterr().out
+    assert main(["predict", "--onnx", str(onnx), "-i", str(image), "-o", str(tmp_path / "via_onnx")]) == 0
+    assert (tmp_path / "via_onnx" / image.name).is_file()
+    assert main([*args, "--onnx", str(onnx), "-i", str(image), "-o", str(tmp_path / "both")]) == 2
+    assert "not both" in _error_line(capsys, "predict")
     assert not bad.exists()
 
 

@@ -3,6 +3,7 @@
 emfformer train     --config configs/hippocampus.yaml [--data DIR] [--set optim.lr=1e-3 ...]
 emfformer evaluate  [--checkpoint RUN/best.pt ...] [--part test] [--tta]
 emfformer predict   -i FILE_OR_DIR -o DIR [--checkpoint RUN/best.pt ...] [--overlays] [--tta]
+emfformer export    [--checkpoint C] --format onnx|torchscript -o FILE
 emfformer pack      RUN_A/best.pt RUN_B/best.pt ... -o ensemble.pt [--tta]
 emfformer report    RUN_DIR... -o report.html
 emfformer download  hippocampus|acdc --to DIR
@@ -74,9 +75,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .engine.predict import run_prediction
 
+    if args.onnx and args.checkpoint:
+        raise ValueError("give either --checkpoint or --onnx, not both")
     written = run_prediction(
-        args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta
-    )
+        args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
+        exported=args.onnx,
+    )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.output}")
     return 0
 
@@ -103,6 +107,17 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="mirror test-time augmentation (default: as the checkpoint recommends)",
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .engine.export import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.format, args.output)
+    diffs = ", ".join(
+        f"{m['file']} (max |logit diff| {m['max_abs_logit_diff']:.1e})" for m in meta["members"]
+    )
+    print(f"Wrote {diffs} and {args.output}.json")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -182,11 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz file or a folder of them")
     p.add_argument("-o", "--output", required=True, help="output folder for the label files")
     _add_checkpoint_args(p)
+    p.add_argument(
+        "--onnx", help="an ONNX or TorchScript file from `emfformer export` (instead of --checkpoint)"
+    )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["predict"] = _predict
+
+    p = sub.add_parser("export", help="export the network(s) to ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("--checkpoint", help="best.pt, a pack, or a shipped name (default: hippocampus)")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("-o", "--output", required=True, help="file to write (ensembles: one file per member)")
+    commands["export"] = _export
 
     p = sub.add_parser(
         "pack", help="pack run checkpoints into one small ensemble file (for predict/evaluate)"

@@ -21,6 +21,7 @@ from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_ste
 from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_checkpoint, members_from_checkpoint
+from .export import load_exported
 from .inference import predict_volume, resolve_device
 
 __all__ = ["find_inputs", "run_prediction", "save_overlay", "SkippedInputs"]
@@ -118,12 +119,14 @@ def run_prediction(
     bf16: bool = False,
     progress: bool = True,
     tta: bool | None = None,
+    exported: str | Path | None = None,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
     ``checkpoint``: a run's ``best.pt``, an ensemble file from ``emfformer pack``, a shipped name
-    (default ``hippocampus``), or a list of these whose probabilities are averaged. ``tta``: mirror
-    test-time augmentation (``None``: what the checkpoint recommends).
+    (default ``hippocampus``), or a list of these whose probabilities are averaged. ``exported``: an
+    ONNX / TorchScript file from ``emfformer export`` instead (run through onnxruntime / TorchScript).
+    ``tta``: mirror test-time augmentation (``None``: what the checkpoint recommends).
 
     Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
     With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
@@ -142,15 +145,20 @@ def run_prediction(
         raise ValueError(
             f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."
         )
-    if checkpoint is None or isinstance(checkpoint, str | Path):
-        checkpoint = [checkpoint]
-    states = [load_checkpoint(c) for c in checkpoint]
-    num_classes = len(states[0]["class_names"])
-    if any(len(s["class_names"]) != num_classes for s in states):
-        raise ValueError("the checkpoints disagree on the number of classes; they cannot be fused")
-    tta = bool(states[0].get("tta", False)) if tta is None else tta
-    dev = resolve_device(device)
-    members = [m for s in states for m in members_from_checkpoint(s, dev)]
+    if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
+        members, class_names, recommended = load_exported(exported)
+        num_classes = len(class_names)
+        tta = recommended if tta is None else tta
+    else:
+        if checkpoint is None or isinstance(checkpoint, str | Path):
+            checkpoint = [checkpoint]
+        states = [load_checkpoint(c) for c in checkpoint]
+        num_classes = len(states[0]["class_names"])
+        if any(len(s["class_names"]) != num_classes for s in states):
+            raise ValueError("the checkpoints disagree on the number of classes; they cannot be fused")
+        tta = bool(states[0].get("tta", False)) if tta is None else tta
+        dev = resolve_device(device)
+        members = [m for s in states for m in members_from_checkpoint(s, dev)]
     good, bad = [], []
     for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
         try:

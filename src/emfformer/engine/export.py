@@ -1,0 +1,156 @@
+"""Export: a checkpoint's networks to ONNX or TorchScript, checked against PyTorch, plus a sidecar.
+
+Only the 2D network is exported (``(B, C, H, W)`` image slices -> ``(B, classes, H, W)`` logits, batch,
+height and width dynamic); preprocessing, slice fusion and mirror TTA stay in
+:mod:`emfformer.engine.inference`, which runs an exported file through `ExportedNet` exactly as it runs
+a PyTorch model. An ensemble (``emfformer pack``) exports one file per member. The sidecar
+``<file>.json`` holds what the networks need around them: preprocessing, class names, TTA.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.preprocess import PreprocessConfig
+from ..io import atomic_write, atomic_write_json
+from .checkpoint import load_checkpoint, members_from_checkpoint
+from .inference import Member
+
+__all__ = ["FORMATS", "export_checkpoint", "load_exported", "ExportedNet", "PARITY_ATOL"]
+
+FORMATS = ("onnx", "torchscript")
+PARITY_ATOL = 1e-4  # max |logit difference| allowed between the exported file and PyTorch
+
+
+def _member_paths(out: Path, n: int) -> list[Path]:
+    return [out] if n == 1 else [out.with_name(f"{out.stem}.m{i}{out.suffix}") for i in range(n)]
+
+
+def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"}
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():  # tracer notes on shape checks that hold for every valid size
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": axes, "logits": axes}, opset_version=17, dynamo=False,
+            )  # fmt: skip
+
+    atomic_write(path, write, suffix=".onnx")
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+    atomic_write(path, lambda tmp: traced.save(str(tmp)))
+
+
+class ExportedNet(nn.Module):
+    """An exported file (ONNX through onnxruntime, or TorchScript) behind the ``nn.Module`` call of a model.
+
+    (B, C, H, W) float32 -> (B, classes, H, W) logits, on the CPU.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells inference the device
+        if self.path.suffix == ".onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise ValueError("ONNX files need onnxruntime: pip install 'emfformer[export]'") from exc
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as torch
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.script = None
+        else:
+            self.session = None
+            self.script = torch.jit.load(str(self.path), map_location="cpu").eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.script is not None:
+            return self.script(x)
+        out = self.session.run(None, {"image": x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def _parity(model: nn.Module, exported: ExportedNet, in_channels: int, size: int) -> float:
+    """Max |logit difference| over two batch sizes and two input sides (dynamic axes really work)."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for batch, side in ((2, size), (3, size + 32)):
+        x = torch.randn(batch, in_channels, side, side, generator=gen)
+        with torch.no_grad():
+            worst = max(worst, float((exported(x) - model(x)).abs().max()))
+    return worst
+
+
+def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) -> dict[str, Any]:
+    """Export every network of ``checkpoint`` (a run checkpoint, a pack, or a shipped name) to ``fmt``.
+
+    Writes ``out`` (or ``<stem>.m<i><suffix>`` per member of an ensemble) and the sidecar
+    ``<out>.json``; returns the sidecar dict, which records the measured parity.
+
+    Raises:
+        ValueError: unknown format, or an exported file that differs from PyTorch by more than
+            ``PARITY_ATOL`` (its files are removed then).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    state = load_checkpoint(checkpoint)
+    members = members_from_checkpoint(state)
+    out = Path(out)
+    paths = _member_paths(out, len(members))
+    entries = []
+    for (model, pre), path in zip(members, paths, strict=True):
+        in_channels = pre.context  # training builds the network with one input channel per context slice
+        example = torch.zeros(1, in_channels, pre.size, pre.size)
+        (_write_onnx if fmt == "onnx" else _write_torchscript)(model, example, path)
+        diff = _parity(model, ExportedNet(path), in_channels, pre.size)
+        if not diff <= PARITY_ATOL:
+            for p in paths:
+                p.unlink(missing_ok=True)
+            raise ValueError(
+                f"exported {path.name} differs from PyTorch by {diff:.2e} > {PARITY_ATOL}: not written"
+            )
+        entries.append({"file": path.name, "preprocess": pre.to_dict(), "max_abs_logit_diff": diff})
+    sidecar = {
+        "format": fmt,
+        "class_names": list(state["class_names"]),
+        "tta": bool(state.get("tta", False)),
+        "members": entries,
+    }
+    atomic_write_json(out.with_name(out.name + ".json"), sidecar)
+    return sidecar
+
+
+def load_exported(path: str | Path) -> tuple[list[Member], list[str], bool]:
+    """Members (exported network, preprocessing), class names and TTA of an exported file's sidecar.
+
+    Raises:
+        ValueError: the file or its ``.json`` sidecar is missing or unreadable.
+    """
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        raise ValueError(f"No sidecar {sidecar} beside {path}: export it with `emfformer export`.")
+    try:
+        meta = json.loads(sidecar.read_text())
+        members = [
+            (ExportedNet(path.with_name(m["file"])), PreprocessConfig.from_dict(m["preprocess"]))
+            for m in meta["members"]
+        ]
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"Cannot load the exported model {path}: {exc}") from exc
+    return members, list(meta["class_names"]), bool(meta["tta"])
