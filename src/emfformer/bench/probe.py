@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.config import parse_value as parse_config_value
 from ..io import atomic_write_json
 from ..models import build_model, input_problem, list_models
 from .measure import (
@@ -70,31 +71,16 @@ def _split_top_level(text: str, sep: str = ",") -> list[str]:
 
 
 def parse_value(text: str) -> Any:
-    """Parse an override value: bool, None, int, float, tuple ``(a,b)`` / ``[a,b]`` or str.
+    """An override value, parsed like ``--set`` values (:func:`emfformer.engine.config.parse_value`);
+    lists become tuples, as the model constructors take them.
 
     Raises:
-        ValueError: empty value or unbalanced brackets.
+        ValueError: empty or unparsable value.
     """
-    t = text.strip()
-    if not t:
+    if not text.strip():
         raise ValueError("empty override value")
-    if t[0] in "([":
-        if t[-1] != {"(": ")", "[": "]"}[t[0]]:
-            raise ValueError(f"unbalanced brackets in {t!r}")
-        return tuple(parse_value(p) for p in _split_top_level(t[1:-1]) if p.strip())
-    low = t.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(t)
-        except ValueError:
-            pass
-    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
-        return t[1:-1]
-    return t
+    value = parse_config_value(text)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _format_value(value: Any) -> str:

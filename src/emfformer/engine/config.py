@@ -28,6 +28,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "parse_overrides",
+    "parse_value",
     "RESUMABLE_KEYS",
 ]
 
@@ -86,9 +87,26 @@ class RunConfig:
         return asdict(self)
 
 
-def _coerce(text: str) -> Any:
-    """Parse a CLI value with YAML rules: 3 -> int, 1e-3 -> float, true -> bool, [1, 2] -> list."""
-    value = yaml.safe_load(text) if text != "" else ""
+def parse_value(text: str) -> Any:
+    """Parse one override value with YAML rules, the one syntax of ``--set`` and of bench specs.
+
+    ``3`` -> int, ``1e-3`` -> float, ``true`` -> bool, ``none``/``null`` -> None, ``[1, 2]`` or ``(1, 2)``
+    -> list, anything else -> str.
+
+    Raises:
+        ValueError: the value is not valid YAML (e.g. unbalanced brackets).
+    """
+    t = text.strip()
+    if t.lower() == "none":
+        return None
+    if t.startswith("(") and t.endswith(")"):
+        t = "[" + t[1:-1] + "]"  # Python tuple spelling -> YAML flow list
+    try:
+        value = yaml.safe_load(t) if t != "" else ""
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse the value {text!r}: {str(exc).splitlines()[0]}") from exc
+    if isinstance(value, list):  # [2, none]: Python's None spelled inside a list
+        return [None if isinstance(v, str) and v.lower() == "none" else v for v in value]
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             return float(value)
@@ -104,7 +122,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"Override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
         key, value = item.split("=", 1)
-        pairs[key.strip()] = _coerce(value.strip())
+        pairs[key.strip()] = parse_value(value)
     return pairs
 
 
