@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..data.locate import DATASETS
+from ..data.preprocess import PreprocessConfig
 from ..models import input_problem, list_models
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "load_config",
+    "preprocess_config",
     "apply_overrides",
     "config_from_dict",
     "parse_overrides",
@@ -46,10 +48,19 @@ class DataConfig:
     test_fraction: float = 0.2  # held-out test part of folder datasets, fixed for all folds
     keep_empty: float = 1.0  # fraction of all-background training slices kept
     context: int = 1  # adjacent slices stacked as input channels (odd; 1 = 2D, 3 = 2.5D)
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
     flip_prob: float = 0.0  # per in-plane axis mirroring probability in augmentation (0 = no flips)
     cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
+
+
+def preprocess_config(data: DataConfig) -> PreprocessConfig:
+    """The preprocessing a run's data settings describe (validated by PreprocessConfig itself)."""
+    return PreprocessConfig(
+        size=data.size, mode=data.mode, slice_axis=data.slice_axis, context=data.context,
+        clip_percentiles=tuple(data.clip_percentiles),
+    )  # fmt: skip
 
 
 @dataclass
@@ -256,13 +267,8 @@ def _validate(cfg: RunConfig) -> None:
             f"data.size: {input_problem(cfg.model.name, cfg.data.size) if cfg.model.name in list_models() else ''}",
         ),
         (isinstance(cfg.model.kwargs, dict), f"model.kwargs must be a mapping, got {cfg.model.kwargs!r}"),
-        (cfg.data.mode in ("pad", "resize"), f"data.mode must be pad|resize, got {cfg.data.mode!r}"),
         (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
         (cfg.data.fold >= -1, f"data.fold must be >= 0, or -1 for all non-test cases, got {cfg.data.fold}"),
-        (
-            cfg.data.context >= 1 and cfg.data.context % 2 == 1,
-            f"data.context must be an odd number >= 1, got {cfg.data.context}",
-        ),
         (0.0 <= cfg.data.flip_prob <= 1.0, f"data.flip_prob must be in [0, 1], got {cfg.data.flip_prob}"),
         (
             re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(cfg.device)) is not None,
@@ -278,3 +284,7 @@ def _validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    try:  # size, mode, slice axis, context and clipping: PreprocessConfig's own checks, named data.*
+        preprocess_config(cfg.data)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("PreprocessConfig.", "data.")) from exc

@@ -31,7 +31,7 @@ from ..data.splits import select_cases
 from ..io import RunLock, atomic_write_text, remove_stale_temp_files
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides
+from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides, preprocess_config
 from .history import write_history
 from .inference import autocast, evaluate_volumes, resolve_device
 from .losses import SegLoss
@@ -206,9 +206,7 @@ def _load_data(cfg: RunConfig, run_dir: Path) -> _Data:
     splits_file = run_dir / "splits.json"
     train_cases = select_cases(info, cfg.data, "train", splits_file)
     val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
-    pre = PreprocessConfig(
-        size=cfg.data.size, mode=cfg.data.mode, slice_axis=cfg.data.slice_axis, context=cfg.data.context
-    )
+    pre = preprocess_config(cfg.data)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "slices"
     arrays = build_slice_cache(train_cases, pre, cache, progress=cfg.progress)
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
