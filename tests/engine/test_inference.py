@@ -88,3 +88,15 @@ def test_predict_and_evaluate_never_load_training_code() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "emfformer.engine.train" not in loaded and "emfformer.engine.inference" in loaded
+
+
+def test_slices_larger_than_the_training_size_are_padded_up_not_cropped() -> None:
+    image = np.full((20, 80, 6), -1.0, np.float32)
+    image[:, :10] = 1.0  # bright band at the far border, outside a 32-pixel centre crop
+    pre = PreprocessConfig(size=32, slice_axis=2)
+    cropping = _Intensity()
+    growing = _Intensity()
+    growing.input_multiple = 16
+    assert (predict_volume([(cropping, pre)], image)[:, :10] == 0).all()  # cropped away: background
+    grown = predict_volume([(growing, pre)], image)
+    assert grown.shape == image.shape and (grown[:, :10] == 1).all() and (grown[:, 20:] == 0).all()

@@ -199,9 +199,16 @@ def _pad_crop_offsets(n: int, size: int) -> tuple[int, int]:
 
 
 def volume_to_slices(
-    image: np.ndarray, cfg: PreprocessConfig, label: np.ndarray | None = None
+    image: np.ndarray,
+    cfg: PreprocessConfig,
+    label: np.ndarray | None = None,
+    grow_to_multiple: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, SliceInfo]:
     """Normalise a volume and cut it into square 2D slices along ``cfg.slice_axis``.
+
+    ``grow_to_multiple`` (inference, pad mode): when a slice is larger than ``cfg.size``, pad it to the
+    next multiple of this number instead of centre-cropping it, so nothing is lost (for networks that
+    take any input side that is a multiple of their stride).
 
     In pad mode the padding of the image is the minimum of the normalised volume (i.e. looks like the
     dark background, not like mean tissue) and the label is padded with background 0.
@@ -237,6 +244,8 @@ def volume_to_slices(
     s, h, w = vol.shape
 
     if cfg.mode == "pad":
+        if grow_to_multiple and max(h, w) > size:
+            size = -(-max(h, w) // grow_to_multiple) * grow_to_multiple
         (p0, c0), (p1, c1) = _pad_crop_offsets(h, size), _pad_crop_offsets(w, size)
         info = SliceInfo(tuple(image.shape), axis, "pad", size, (p0, p1), (c0, c1))  # type: ignore[arg-type]
         l0, l1 = info.length

@@ -124,7 +124,8 @@ def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) 
             raise ValueError(
                 f"exported {path.name} differs from PyTorch by {diff:.2e} > {PARITY_ATOL}: not written"
             )
-        entries.append({"file": path.name, "preprocess": pre.to_dict(), "max_abs_logit_diff": diff})
+        entries.append({"file": path.name, "preprocess": pre.to_dict(), "max_abs_logit_diff": diff,
+                        "input_multiple": getattr(model, "input_multiple", None)})  # fmt: skip
     sidecar = {
         "format": fmt,
         "class_names": list(state["class_names"]),
@@ -147,10 +148,11 @@ def load_exported(path: str | Path) -> tuple[list[Member], list[str], bool]:
         raise ValueError(f"No sidecar {sidecar} beside {path}: export it with `emfformer export`.")
     try:
         meta = json.loads(sidecar.read_text())
-        members = [
-            (ExportedNet(path.with_name(m["file"])), PreprocessConfig.from_dict(m["preprocess"]))
-            for m in meta["members"]
-        ]
+        members = []
+        for m in meta["members"]:
+            net = ExportedNet(path.with_name(m["file"]))
+            net.input_multiple = m.get("input_multiple")  # dynamic axes: same growth rule as the model
+            members.append((net, PreprocessConfig.from_dict(m["preprocess"])))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise ValueError(f"Cannot load the exported model {path}: {exc}") from exc
     return members, list(meta["class_names"]), bool(meta["tta"])

@@ -98,7 +98,10 @@ def predict_scores(
         raise ValueError("predict_scores needs at least one model")
     total: np.ndarray | None = None
     for model, pre in members:
-        slices, _, info = volume_to_slices(image, pre)
+        # networks that take any side that is a multiple of their stride see whole large slices
+        slices, _, info = volume_to_slices(
+            image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
+        )
         scores = slices_to_scores(predict_slices(model, slices, batch_size, bf16, tta), info)
         if total is not None and scores.shape != total.shape:
             raise ValueError(

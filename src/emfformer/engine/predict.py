@@ -18,11 +18,10 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_stem
-from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_checkpoint, members_from_checkpoint
 from .export import load_exported
-from .inference import predict_volume, resolve_device
+from .inference import Member, predict_volume, resolve_device
 
 __all__ = ["find_inputs", "run_prediction", "save_overlay", "SkippedInputs"]
 
@@ -52,19 +51,21 @@ def find_inputs(inputs: str | Path) -> list[Path]:
     raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
 
 
-def _check_input(path: Path, preprocess: PreprocessConfig) -> None:
-    """Fully read one input (readable, 3D) and drop it; warn when pad mode will crop it."""
+def _check_input(path: Path, member: Member) -> None:
+    """Fully read one input (readable, finite, 3D) and drop it; warn when pad mode will crop it."""
+    model, preprocess = member
     shape = load_volume(Case(nifti_stem(path.name), path)).image.shape
     in_plane = [n for a, n in enumerate(shape) if a != preprocess.slice_axis % 3]
-    if preprocess.mode == "pad" and max(in_plane) > preprocess.size:
+    if (
+        preprocess.mode == "pad"
+        and max(in_plane) > preprocess.size
+        and not getattr(model, "input_multiple", None)
+    ):
         log.warning(
             "%s: in-plane size %s is larger than the model's %d x %d input (pad mode): the border outside "
             "the central crop is labelled background. Use a checkpoint trained on larger inputs or mode=resize.",
-            path,
-            "x".join(map(str, in_plane)),
-            preprocess.size,
-            preprocess.size,
-        )
+            path, "x".join(map(str, in_plane)), preprocess.size, preprocess.size,
+        )  # fmt: skip
 
 
 def save_overlay(
@@ -162,8 +163,8 @@ def run_prediction(
     good, bad = [], []
     for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
         try:
-            for _, pre in members:
-                _check_input(f, pre)
+            for member in members:
+                _check_input(f, member)
             good.append(f)
         except DataError as exc:
             log.warning("skipping %s: %s", f, exc)

@@ -197,6 +197,8 @@ class EMFFormer(nn.Module):
         torch.Size([2, 4, 224, 224])
     """
 
+    input_multiple = TOTAL_STRIDE  # any input side that is a multiple of this works (inference grows to it)
+
     def __init__(
         self,
         in_channels: int = 1,
