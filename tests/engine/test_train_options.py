@@ -12,6 +12,7 @@ import torch
 
 from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from emfformer.engine.config import RunConfig
+from emfformer.engine.evaluate import run_evaluation
 from emfformer.engine.inference import predict_volume
 from emfformer.engine.train import run_training
 
@@ -26,6 +27,8 @@ def test_fold_minus_one_trains_on_every_non_test_case(tiny_config: Callable[...,
     assert best["splits"] == splits
     n_non_test = sum(len(f["val"]) for f in splits["folds"])
     assert n_non_test == 6 and len(splits["test"]) == 2
+    summary = run_evaluation(run / "best.pt", part="test", device="cpu", progress=False)
+    assert summary["num_cases"] == 2  # a fold -1 checkpoint evaluates on the fixed test part
 
 
 def test_the_split_follows_split_seed_not_the_run_seed(tiny_config: Callable[..., RunConfig], tmp_path: Path):

@@ -222,7 +222,9 @@ def select_cases(
         if data.fold == -1 and part in ("train", "val"):  # train on every non-test case, validate on none
             wanted = set() if part == "val" else {i for f in splits["folds"] for i in f["train"] + f["val"]}
         else:
-            wanted = set(get_split(splits, data.fold, part))
+            wanted = set(
+                get_split(splits, max(data.fold, 0), part)
+            )  # the test part is the same in every fold
         cases = [c for c in info.cases if c.case_id in wanted]
     if data.max_cases is not None:
         cases = cases[: data.max_cases]
