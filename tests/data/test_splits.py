@@ -59,9 +59,12 @@ def test_create_then_reuse(tmp_path: Path) -> None:
     created = load_or_create_splits(path, IDS, n_folds=5, seed=3)
     assert json.loads(path.read_text()) == created
     assert [p.name for p in path.parent.iterdir()] == ["splits.json"]  # no temp file left
-    # the existing file wins over new arguments and over cases added later
-    reused = load_or_create_splits(path, IDS + ["case_new"], n_folds=3, seed=99)
+    # the existing file wins over a new seed and over cases added later
+    reused = load_or_create_splits(path, IDS + ["case_new"], n_folds=5, seed=99)
     assert reused == created
+    # but not over another fold count: that run would not be the run it claims to be
+    with pytest.raises(DataError, match="has 5 folds but this run asks for 3"):
+        load_or_create_splits(path, IDS, n_folds=3)
 
 
 def test_stale_file(tmp_path: Path) -> None:

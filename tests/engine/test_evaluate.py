@@ -98,7 +98,7 @@ def test_missing_split_file_is_a_clear_value_error(trained_run: Path, tmp_path: 
 def test_split_file_of_another_dataset_is_a_data_error(trained_run: Path, tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.json"
     foreign.write_text(
-        json.dumps({"seed": 0, "n_folds": 1, "test": ["x_1"], "folds": [{"train": ["x_2"], "val": ["x_3"]}]})
+        json.dumps({"seed": 0, "n_folds": 5, "test": ["x_1"], "folds": [{"train": ["x_2"], "val": ["x_3"]}]})
     )
     with pytest.raises(DataError, match="not in the dataset"):
         _evaluate(trained_run, tmp_path / "eval", splits_file=foreign)

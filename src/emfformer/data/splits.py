@@ -20,15 +20,36 @@ import random
 from pathlib import Path
 from typing import Any, Protocol
 
-from emfformer.data.acdc import acdc_split, read_acdc
+from emfformer.data.acdc import acdc_split, load_acdc_split, read_acdc
 from emfformer.data.cases import Case, DataError, DatasetInfo
 from emfformer.io import atomic_write_text
 
-__all__ = ["make_splits", "load_or_create_splits", "get_split", "select_cases", "SPLIT_PARTS", "PARTS"]
+__all__ = [
+    "make_splits",
+    "load_or_create_splits",
+    "get_split",
+    "select_cases",
+    "uses_shipped_split",
+    "describe_split",
+    "SPLIT_PARTS",
+    "PARTS",
+]
 
 log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("train", "val", "test", "external_test")
+
+
+def uses_shipped_split(dataset: str) -> bool:
+    """True for datasets whose split ships with the package (ACDC); folder datasets keep theirs per run."""
+    return dataset == "acdc"
+
+
+def describe_split(dataset: str, splits: Path | dict[str, Any]) -> str:
+    """Where a run's split comes from, for reports."""
+    if uses_shipped_split(dataset):
+        return "public SSL4MIS ACDC split shipped with emfformer (splits/acdc_split.json)"
+    return str(splits) if isinstance(splits, Path) else "stored in the checkpoint"
 
 
 class SplitSettings(Protocol):
@@ -137,7 +158,8 @@ def load_or_create_splits(
     atomically.
 
     An existing file wins over the arguments (like nnU-Net's ``splits_final.json``): its recorded
-    ``n_folds``/``seed`` are kept, and cases absent from it (added later) are in no part.
+    ``seed`` is kept, and cases absent from it (added later) are in no part. A different ``n_folds``
+    is an error (the run would silently use other folds than it asks for).
 
     Args:
         path: JSON file, e.g. ``<run_dir>/splits.json``.
@@ -205,10 +227,10 @@ def select_cases(
     """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    if data.dataset == "acdc":
+    if uses_shipped_split(data.dataset):
         source = read_acdc(info.root, "testing") if part == "external_test" else info
         cases = acdc_split(source, part, strict=False)
-        expected = {"train": 140, "val": 20, "test": 40, "external_test": 100}[part]
+        expected = 2 * len(load_acdc_split()[part])  # ED + ES frame of every patient of the part
         if 0 < len(cases) < expected:
             log.warning(
                 "ACDC part %s has %d of its %d frames (incomplete dataset?)", part, len(cases), expected

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..data.cases import load_volume
 from ..data.locate import load_dataset
-from ..data.splits import select_cases
+from ..data.splits import describe_split, select_cases, uses_shipped_split
 from ..metrics_report import write_report
 from .checkpoint import load_checkpoint, members_from_checkpoint, resolve_checkpoint
 from .config import config_from_dict
@@ -87,9 +87,8 @@ def run_evaluation(
         "tta": tta,
         "epoch": first.get("epoch"),
         "part": part,
-        "splits_file": "emfformer/splits/acdc_split.json"
-        if cfg.data.dataset == "acdc"
-        else (str(splits) if isinstance(splits, Path) else "stored in the checkpoint"),
+        "dataset_kind": cfg.data.dataset,
+        "splits_file": describe_split(cfg.data.dataset, splits),
         "data_dir": str(info.root),
         "num_cases": len(cases),
     }
@@ -117,7 +116,7 @@ def _splits_for(
     if state.get("splits") is not None:
         return dict(state["splits"])
     beside = path.parent / "splits.json"
-    if dataset != "acdc" and not beside.is_file():
+    if not uses_shipped_split(dataset) and not beside.is_file():
         raise ValueError(
             f"No split in the checkpoint and no {beside}: evaluation must use the training run's split so "
             "that test cases were never trained on. Pass --splits FILE (the run folder's splits.json)."

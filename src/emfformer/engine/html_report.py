@@ -106,10 +106,11 @@ def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> 
     try:
         if root is None:
             raise DataError("no data folder recorded")
-        part = extra.get("part")
-        info = read_acdc(Path(root), "testing") if part == "external_test" else read_dataset(
-            metrics["dataset"] if metrics["dataset"] in ("acdc", "hippocampus") else "msd", Path(root), check=False
-        )  # fmt: skip
+        kind = extra.get("dataset_kind", "msd")  # how the evaluation read its data (hippocampus | acdc | msd)
+        if extra.get("part") == "external_test":
+            info = read_acdc(Path(root), "testing")
+        else:
+            info = read_dataset(kind, Path(root), check=False)
         cases = {c.case_id: c for c in info.cases}
         members = [m for c in checkpoints for m in members_from_checkpoint(load_checkpoint(c))]
     except (DataError, ValueError, OSError) as exc:

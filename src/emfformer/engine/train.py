@@ -284,7 +284,12 @@ def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
     data = _load_data(cfg, run_dir)
     # 2) model, optimizer, schedule (restored on resume)
     n_classes = len(data.class_names)
-    model = build_model(cfg.model.name, cfg.data.size, data.preprocess.context, n_classes, **cfg.model.kwargs)
+    try:
+        model = build_model(
+            cfg.model.name, cfg.data.size, data.preprocess.context, n_classes, **cfg.model.kwargs
+        )
+    except TypeError as exc:  # an unknown constructor argument in model.kwargs
+        raise ValueError(f"model.kwargs {cfg.model.kwargs} do not fit model {cfg.model.name}: {exc}") from exc
     model = model.to(device)
     optimizer, scheduler = _optimizer(model, cfg, len(data.dataset))
     history, best, start_epoch = [], -1.0, 1
