@@ -116,6 +116,8 @@ def test_a_split_file_with_another_fold_count_is_refused(
         run_training(tiny_config(tmp_path / "f", **{"data.n_folds": 3}))
 
 
-def test_unknown_model_kwargs_are_a_value_error(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+def test_unknown_model_kwargs_are_a_value_error(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="do not fit model emf_former_t"):
         run_training(tiny_config(tmp_path / "bogus", **{"model.kwargs": {"bogus": 1}}))

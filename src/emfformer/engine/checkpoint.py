@@ -125,6 +125,16 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Prepr
             f"Checkpoint weights do not fit their class names: the model has {n_classes} classes, "
             f"class_names lists {len(state['class_names'])} ({state['class_names']})"
         )
+    bad = [
+        k
+        for k, v in state["model"].items()
+        if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise ValueError(
+            f"Checkpoint weights hold NaN/inf values ({len(bad)} tensors, e.g. {bad[0]}): the training "
+            "diverged before it was saved. Use an earlier checkpoint or retrain with a lower optim.lr."
+        )
     try:
         model = create_model(state["model_name"], **state["model_kwargs"])
         model.load_state_dict(state["model"])
