@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .data.cases import DataError
@@ -153,15 +154,7 @@ def _bench(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emfformer", description="EMF-former for 2D medical image segmentation"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"emfformer {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
-
+def _add_train_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("train", help="train a model (YAML config < flags < --set)")
     p.add_argument("--config", help="YAML config, e.g. configs/hippocampus.yaml")
     p.add_argument("--data", help="dataset folder (default: $EMFFORMER_DATA, then the cache)")
@@ -181,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     commands["train"] = _train
 
+
+def _add_evaluate_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("evaluate", help="Dice / IoU / HD95 (mm) of a checkpoint on 3D volumes")
     _add_checkpoint_args(p)
     p.add_argument("--part", default="test", choices=["train", "val", "test", "external_test"])
@@ -193,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["evaluate"] = _evaluate
 
+
+def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("predict", help="segment NIfTI volumes; outputs keep names, shape, affine, header")
     p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz file or a folder of them")
     p.add_argument("-o", "--output", required=True, help="output folder for the label files")
@@ -206,12 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     commands["predict"] = _predict
 
+
+def _add_export_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("export", help="export the network(s) to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("--checkpoint", help="best.pt, a pack, or a shipped name (default: hippocampus)")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("-o", "--output", required=True, help="file to write (ensembles: one file per member)")
     commands["export"] = _export
 
+
+def _add_pack_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser(
         "pack", help="pack run checkpoints into one small ensemble file (for predict/evaluate)"
     )
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="record that mirror TTA belongs to the recipe")
     commands["pack"] = _pack
 
+
+def _add_report_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page: results, curves, bench plots, overlays")
     p.add_argument("runs", nargs="+", help="run folders (after evaluate) and/or bench folders")
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no data needed)")
     commands["report"] = _report
 
+
+def _add_download_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("download", help="download and verify an official dataset archive")
     p.add_argument("dataset", choices=["hippocampus", "acdc"])
     p.add_argument("--to", help="target folder (default: the cache, ~/.cache/emfformer or $EMFFORMER_CACHE)")
@@ -234,14 +239,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md5", help="expected MD5 of the archive at --url")
     commands["download"] = _download
 
+
+def _add_bench_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("bench", help="params, FLOPs, memory, latency side by side")
     from .bench.run import add_arguments
 
     add_arguments(p)
     commands["bench"] = _bench
 
+
+def _add_models_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     sub.add_parser("models", help="list the registered models and their parameters")
     commands["models"] = _models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emfformer", description="EMF-former for 2D medical image segmentation"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"emfformer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    _add_train_parser(sub, commands)
+    _add_evaluate_parser(sub, commands)
+    _add_predict_parser(sub, commands)
+    _add_export_parser(sub, commands)
+    _add_pack_parser(sub, commands)
+    _add_report_parser(sub, commands)
+    _add_download_parser(sub, commands)
+    _add_bench_parser(sub, commands)
+    _add_models_parser(sub, commands)
     parser.set_defaults(_commands=commands)
     return parser
 
