@@ -95,7 +95,14 @@ class RunConfig:
     progress: bool = True  # tqdm bars
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values only (tuples become lists), equal to what config.yaml reads back."""
+        return _plain(asdict(self))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return [_plain(v) for v in x] if isinstance(x, list | tuple) else x
 
 
 def parse_value(text: str) -> Any:

@@ -272,6 +272,22 @@ def _validate(model: torch.nn.Module, data: _Data, cfg: RunConfig, epoch: int) -
     return row
 
 
+def _describe(cfg: RunConfig, data: _Data) -> dict[str, Any]:
+    """What every checkpoint of the run carries so that predict/evaluate can rebuild the model alone."""
+    model_kwargs = {
+        "in_channels": data.preprocess.context,
+        "num_classes": len(data.class_names),
+        **cfg.model.kwargs,
+    }
+    if cfg.model.name == "unetr":  # build_model sizes UNETR to the input side
+        model_kwargs.setdefault("img_size", cfg.data.size)
+    return {
+        "model_name": cfg.model.name, "model_kwargs": model_kwargs, "preprocess": data.preprocess.to_dict(),
+        "class_names": data.class_names, "dataset": data.name, "splits": data.splits,
+        "config": cfg.to_dict(), "seed": cfg.seed,
+    }  # fmt: skip
+
+
 def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
     run_dir = _prepare_run_dir(cfg, resume=state is not None)
     seed_everything(cfg.seed)
@@ -296,15 +312,7 @@ def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
     if state is not None:
         history, best, start_epoch = _restore(state, model, optimizer, scheduler)
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", state["epoch"])
-    # what predict/evaluate need to rebuild the model (build_model sizes UNETR to the input side)
-    model_kwargs = {"in_channels": data.preprocess.context, "num_classes": n_classes, **cfg.model.kwargs}
-    if cfg.model.name == "unetr":
-        model_kwargs.setdefault("img_size", cfg.data.size)
-    base_state = {
-        "model_name": cfg.model.name, "model_kwargs": model_kwargs, "preprocess": data.preprocess.to_dict(),
-        "class_names": data.class_names, "dataset": data.name, "splits": data.splits,
-        "config": cfg.to_dict(), "seed": cfg.seed,
-    }  # fmt: skip
+    base_state = _describe(cfg, data)
     loss_fn, generator = SegLoss(), torch.Generator()
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         # 3) one pass over the training slices
