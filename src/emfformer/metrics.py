@@ -56,6 +56,22 @@ def _check_labels(name: str, volume: np.ndarray, num_classes: int) -> None:
         )
 
 
+def _check_case(
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, spacing: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """Validate the inputs of `case_metrics`; returns the spacing as floats."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes}.")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt must have the same shape, got {pred.shape} and {gt.shape}.")
+    _check_labels("pred", pred, num_classes)
+    _check_labels("gt", gt, num_classes)
+    spacing_mm = tuple(float(s) for s in spacing)
+    if len(spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing_mm):
+        raise ValueError(f"spacing must be three positive voxel sizes in mm (X, Y, Z), got {spacing}.")
+    return spacing_mm  # type: ignore[return-value]
+
+
 def case_metrics(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -99,15 +115,7 @@ def case_metrics(
         >>> case_metrics(gt, gt, num_classes=2, spacing=(1.0, 1.0, 1.0))["dice"]
         [1.0, 1.0]
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes}.")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must have the same shape, got {pred.shape} and {gt.shape}.")
-    _check_labels("pred", pred, num_classes)
-    _check_labels("gt", gt, num_classes)
-    spacing_mm = tuple(float(s) for s in spacing)
-    if len(spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing_mm):
-        raise ValueError(f"spacing must be three positive voxel sizes in mm (X, Y, Z), got {spacing}.")
+    spacing_mm = _check_case(pred, gt, num_classes, spacing)
 
     pred_oh, gt_oh = _one_hot(pred, num_classes), _one_hot(gt, num_classes)
     pred_present = pred_oh.flatten(2).any(dim=2)[0]  # (C,)

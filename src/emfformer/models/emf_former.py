@@ -166,6 +166,21 @@ class DecoderStage(nn.Module):
         return _run_blocks(self.blocks, up + skip, self.grad_checkpoint and self.training)
 
 
+def _check_args(
+    in_channels: int, num_classes: int, dims: tuple, depths: tuple, num_heads: tuple, active_heads: tuple,
+    decoder_depth: int, head_stride: int,
+) -> None:  # fmt: skip
+    """EMFFormer's argument checks, up front, each with a clear ValueError."""
+    if head_stride not in (1, 2):
+        raise ValueError(f"head_stride must be 1 or 2, got {head_stride}")
+    if in_channels < 1 or num_classes < 1:
+        raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
+    if len(dims) != 4 or len(depths) != 4 or len(num_heads) != 2 or len(active_heads) != 2:
+        raise ValueError("dims and depths need 4 entries, num_heads and active_heads 2")
+    if min(depths) < 1 or decoder_depth < 0:
+        raise ValueError(f"depths must be >= 1 and decoder_depth >= 0, got {depths}, {decoder_depth}")
+
+
 class EMFFormer(nn.Module):
     """EMF-former U-shaped segmenter.
 
@@ -220,14 +235,9 @@ class EMFFormer(nn.Module):
         head_stride: int = 2,
     ) -> None:
         super().__init__()
-        if head_stride not in (1, 2):
-            raise ValueError(f"head_stride must be 1 or 2, got {head_stride}")
-        if in_channels < 1 or num_classes < 1:
-            raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
-        if len(dims) != 4 or len(depths) != 4 or len(num_heads) != 2 or len(active_heads) != 2:
-            raise ValueError("dims and depths need 4 entries, num_heads and active_heads 2")
-        if min(depths) < 1 or decoder_depth < 0:
-            raise ValueError(f"depths must be >= 1 and decoder_depth >= 0, got {depths}, {decoder_depth}")
+        _check_args(
+            in_channels, num_classes, dims, depths, num_heads, active_heads, decoder_depth, head_stride
+        )
         conv_kw = dict(
             conv=conv, groups=groups, expansion=expansion, shuffle=shuffle, layer_scale_init=layer_scale_init
         )
