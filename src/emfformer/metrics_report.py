@@ -138,12 +138,17 @@ def _summary_md(summary: dict[str, Any], class_names: list[str], dataset: str, e
         "",
     ]
 
+    return "\n".join(lines + _paper_vs_ours(summary, fg, dataset))
+
+
+def _paper_vs_ours(summary: dict[str, Any], fg: list[str], dataset: str) -> list[str]:
+    """The "Paper vs ours" section: our numbers beside the paper's and other published ones."""
+    pc = summary["per_class"]
     key = dataset.lower()
     refs = REFERENCE_DICE.get(key, ())
-    lines += ["## Paper vs ours", ""]
+    lines = ["## Paper vs ours", ""]
     if key not in PAPER_MIOU_FG and not refs:
-        lines += [f"No published numbers recorded for dataset '{dataset}'.", ""]
-        return "\n".join(lines)
+        return [*lines, f"No published numbers recorded for dataset '{dataset}'.", ""]
     lines += [
         "| Source | Protocol | mIoU fg % | Dice fg % | " + " | ".join(f"Dice {n} %" for n in fg) + " |",
         "|---|---|---|---|" + "---|" * len(fg),
@@ -175,7 +180,7 @@ def _summary_md(summary: dict[str, Any], class_names: list[str], dataset: str, e
             "if IoU were the same for every class and case (Dice = 2J / (1 + J)).",
         ]
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(
