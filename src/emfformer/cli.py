@@ -94,6 +94,13 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Where and how inference runs: device, CPU threads, bf16."""
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+
+
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
@@ -183,9 +190,7 @@ def _add_evaluate_parser(sub: Any, commands: dict[str, Callable[[argparse.Namesp
     p.add_argument("--out", help="report folder (default: RUN/eval_<part>)")
     p.add_argument("--splits", help="split JSON (default: RUN/splits.json)")
     p.add_argument("--max-cases", type=int, help="only the first N cases")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    _add_runtime_args(p)
     commands["evaluate"] = _evaluate
 
 
@@ -198,9 +203,7 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         "--onnx", help="an ONNX or TorchScript file from `emfformer export` (instead of --checkpoint)"
     )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    _add_runtime_args(p)
     commands["predict"] = _predict
 
 
