@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .data.cases import Case, DataError, load_volume, nifti_stem
-from .engine.checkpoint import load_checkpoint, members_from_checkpoint
+from .engine.checkpoint import load_members
 from .engine.inference import Member, predict_volume, resolve_device
 
 __all__ = ["Pretrained", "load_pretrained", "segment"]
@@ -38,9 +38,8 @@ def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu
         >>> model.class_names
         ['background', 'Anterior', 'Posterior']
     """
-    state = load_checkpoint(name_or_path)
-    members = members_from_checkpoint(state, resolve_device(device))
-    return Pretrained(members, list(state["class_names"]), bool(state.get("tta", False)))
+    members, class_names, tta, _ = load_members(name_or_path, resolve_device(device))
+    return Pretrained(members, class_names, tta)
 
 
 def segment(

@@ -36,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "members_from_checkpoint",
+    "load_members",
     "strip_checkpoint",
     "pack_ensemble",
     "resolve_checkpoint",
@@ -157,6 +158,27 @@ def members_from_checkpoint(state: dict[str, Any], device: torch.device | str = 
         model, pre = model_from_checkpoint(member)
         members.append((fold_batchnorm(model).to(device), pre))
     return members
+
+
+def load_members(
+    checkpoints: str | Path | Sequence[str | Path] | None, device: torch.device | str = "cpu"
+) -> tuple[list[Member], list[str], bool, list[dict[str, Any]]]:
+    """Load one or several checkpoints (paths, packs or shipped names; ``None`` = the shipped model)
+    for fused inference: their members, the shared class names, the recommended TTA and the states.
+
+    Raises:
+        ValueError: no checkpoint, an unreadable one, or checkpoints that disagree on class names.
+    """
+    if checkpoints is None or isinstance(checkpoints, str | Path):
+        checkpoints = [checkpoints]
+    if not checkpoints:
+        raise ValueError("no checkpoint given")
+    states = [load_checkpoint(c) for c in checkpoints]
+    class_names = list(states[0]["class_names"])
+    if any(list(s["class_names"]) != class_names for s in states):
+        raise ValueError("the checkpoints disagree on class names; only models of one dataset can be fused")
+    members = [m for s in states for m in members_from_checkpoint(s, device)]
+    return members, class_names, bool(states[0].get("tta", False)), states
 
 
 def strip_checkpoint(state: dict[str, Any]) -> dict[str, Any]:

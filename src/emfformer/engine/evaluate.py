@@ -14,7 +14,7 @@ from ..data.cases import load_volume
 from ..data.locate import load_dataset
 from ..data.splits import describe_split, select_cases, uses_shipped_split
 from ..metrics_report import write_report
-from .checkpoint import load_checkpoint, members_from_checkpoint, resolve_checkpoint
+from .checkpoint import load_members, resolve_checkpoint
 from .config import config_from_dict
 from .inference import evaluate_volumes, resolve_device
 
@@ -51,13 +51,13 @@ def run_evaluation(
 
     Writes ``metrics.json``, ``per_case.csv`` and ``summary.md`` to ``out_dir``.
     """
-    paths = [resolve_checkpoint(c) for c in _as_list(checkpoint)]
-    states = [load_checkpoint(p) for p in paths]
+    specs = (
+        checkpoint if isinstance(checkpoint, Sequence) and not isinstance(checkpoint, str) else [checkpoint]
+    )
+    paths = [resolve_checkpoint(c) for c in specs]
+    members, class_names, recommended, states = load_members(paths, resolve_device(device))
     first = states[0]["members"][0] if "members" in states[0] else states[0]
-    class_names = list(states[0]["class_names"])
-    if any(list(s["class_names"]) != class_names for s in states):
-        raise ValueError("the checkpoints disagree on class names; only models of one dataset can be fused")
-    tta = bool(states[0].get("tta", False)) if tta is None else tta
+    tta = recommended if tta is None else tta
     cfg = config_from_dict(first["config"])
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
@@ -67,8 +67,6 @@ def run_evaluation(
     splits = _splits_for(states[0], paths[0], splits_file, cfg.data.dataset)
     info = load_dataset(cfg.data, check=False)
     cases = select_cases(info, cfg.data, part, splits)
-    dev = resolve_device(device)
-    members = [m for s in states for m in members_from_checkpoint(s, dev)]
     volumes = [load_volume(c) for c in tqdm(cases, desc="load", disable=not progress, leave=False)]
     with torch.inference_mode():
         rows, summary = evaluate_volumes(
@@ -95,14 +93,6 @@ def run_evaluation(
     write_report(out, rows, summary, class_names, info.name, extra)
     log.info("wrote %s (fg Dice %.4f, fg mIoU %.4f)", out, summary["mean_dice_fg"], summary["miou_fg"])
     return {**summary, "out_dir": str(out)}
-
-
-def _as_list(checkpoint: str | Path | Sequence[str | Path] | None) -> list[str | Path | None]:
-    if checkpoint is None or isinstance(checkpoint, str | Path):
-        return [checkpoint]
-    if not checkpoint:
-        raise ValueError("no checkpoint given")
-    return list(checkpoint)
 
 
 def _splits_for(

@@ -27,7 +27,7 @@ from ..data.acdc import read_acdc
 from ..data.cases import DataError, load_volume
 from ..data.locate import read_dataset
 from ..io import atomic_write_text
-from .checkpoint import load_checkpoint, members_from_checkpoint
+from .checkpoint import load_members
 from .inference import predict_volume
 
 __all__ = ["write_html_report", "pick_cases"]
@@ -112,7 +112,7 @@ def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> 
         else:
             info = read_dataset(kind, Path(root), check=False)
         cases = {c.case_id: c for c in info.cases}
-        members = [m for c in checkpoints for m in members_from_checkpoint(load_checkpoint(c))]
+        members = load_members(checkpoints)[0]
     except (DataError, ValueError, OSError) as exc:
         log.warning("no overlays for %s: %s", eval_dir, exc)
         return f'<p class="note">No overlays: {html.escape(str(exc))} (pass --data).</p>'

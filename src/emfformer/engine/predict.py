@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_stem
 from ..io import atomic_write, save_nifti
-from .checkpoint import load_checkpoint, members_from_checkpoint
+from .checkpoint import load_members
 from .export import load_exported
 from .inference import Member, predict_volume, resolve_device
 
@@ -51,21 +51,21 @@ def find_inputs(inputs: str | Path) -> list[Path]:
     raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
 
 
-def _check_input(path: Path, member: Member) -> None:
-    """Fully read one input (readable, finite, 3D) and drop it; warn when pad mode will crop it."""
-    model, preprocess = member
+def _check_input(path: Path, members: list[Member]) -> None:
+    """Fully read one input (readable, finite, 3D) once and drop it; warn when pad mode will crop it."""
     shape = load_volume(Case(nifti_stem(path.name), path)).image.shape
-    in_plane = [n for a, n in enumerate(shape) if a != preprocess.slice_axis % 3]
-    if (
-        preprocess.mode == "pad"
-        and max(in_plane) > preprocess.size
-        and not getattr(model, "input_multiple", None)
-    ):
-        log.warning(
-            "%s: in-plane size %s is larger than the model's %d x %d input (pad mode): the border outside "
-            "the central crop is labelled background. Use a checkpoint trained on larger inputs or mode=resize.",
-            path, "x".join(map(str, in_plane)), preprocess.size, preprocess.size,
-        )  # fmt: skip
+    for model, preprocess in members:
+        in_plane = [n for a, n in enumerate(shape) if a != preprocess.slice_axis % 3]
+        if (
+            preprocess.mode == "pad"
+            and max(in_plane) > preprocess.size
+            and not getattr(model, "input_multiple", None)
+        ):
+            log.warning(
+                "%s: in-plane size %s is larger than the model's %d x %d input (pad mode): the border outside "
+                "the central crop is labelled background. Use a checkpoint trained on larger inputs or mode=resize.",
+                path, "x".join(map(str, in_plane)), preprocess.size, preprocess.size,
+            )  # fmt: skip
 
 
 def save_overlay(
@@ -148,23 +148,14 @@ def run_prediction(
         )
     if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
         members, class_names, recommended = load_exported(exported)
-        num_classes = len(class_names)
-        tta = recommended if tta is None else tta
     else:
-        if checkpoint is None or isinstance(checkpoint, str | Path):
-            checkpoint = [checkpoint]
-        states = [load_checkpoint(c) for c in checkpoint]
-        num_classes = len(states[0]["class_names"])
-        if any(len(s["class_names"]) != num_classes for s in states):
-            raise ValueError("the checkpoints disagree on the number of classes; they cannot be fused")
-        tta = bool(states[0].get("tta", False)) if tta is None else tta
-        dev = resolve_device(device)
-        members = [m for s in states for m in members_from_checkpoint(s, dev)]
+        members, class_names, recommended, _ = load_members(checkpoint, resolve_device(device))
+    num_classes = len(class_names)
+    tta = recommended if tta is None else tta
     good, bad = [], []
     for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
         try:
-            for member in members:
-                _check_input(f, member)
+            _check_input(f, members)
             good.append(f)
         except DataError as exc:
             log.warning("skipping %s: %s", f, exc)
