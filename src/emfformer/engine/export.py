@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write, atomic_write_json
-from .checkpoint import load_checkpoint, members_from_checkpoint
+from .checkpoint import load_members
 from .inference import Member
 
 __all__ = ["FORMATS", "export_checkpoint", "load_exported", "ExportedNet", "PARITY_ATOL"]
@@ -108,8 +108,7 @@ def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) 
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    state = load_checkpoint(checkpoint)
-    members = members_from_checkpoint(state)
+    members, class_names, tta, _ = load_members(checkpoint)
     out = Path(out)
     paths = _member_paths(out, len(members))
     entries = []
@@ -128,8 +127,8 @@ def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) 
                         "input_multiple": getattr(model, "input_multiple", None)})  # fmt: skip
     sidecar = {
         "format": fmt,
-        "class_names": list(state["class_names"]),
-        "tta": bool(state.get("tta", False)),
+        "class_names": class_names,
+        "tta": tta,
         "members": entries,
     }
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
