@@ -20,6 +20,7 @@ def test_shipped_hippocampus_model_loads_by_name_and_predicts():
         assert member_state["model_name"] == "emf_former_s"
         assert member_state["config"]["data"]["data_dir"] is None  # no path of the training machine
         assert pre.size == 64 and pre.mode == "pad"
+        assert pre.orientation == "RAS" and pre.spacing == (1.0, 1.0, 1.0)  # its training grid
     image = np.random.default_rng(0).normal(size=(36, 52, 38)).astype(np.float32)
     with torch.inference_mode():
         labels = predict_volume(members, image, tta=bool(state.get("tta", False)))

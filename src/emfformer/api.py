@@ -43,12 +43,16 @@ def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu
 
 
 def segment(
-    image: str | Path | np.ndarray, model: Pretrained | None = None, tta: bool | None = None
+    image: str | Path | np.ndarray,
+    model: Pretrained | None = None,
+    tta: bool | None = None,
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment a 3D scan: a NIfTI path or an (X, Y, Z) array -> int16 labels (X, Y, Z) on its grid.
 
-    ``model`` defaults to the shipped Hippocampus model; ``tta`` to what the model recommends. Arrays
-    are taken as they are (no reorientation): give them in the layout the model was trained on.
+    ``model`` defaults to the shipped Hippocampus model; ``tta`` to what the model recommends. A file
+    is reoriented and resampled to the model's training grid and the labels come back on the file's
+    grid. An array is taken as it is (already on the training grid) unless its 4x4 ``affine`` is given.
 
     Example:
         >>> labels = segment(np.random.rand(36, 50, 35).astype("float32"))
@@ -57,9 +61,10 @@ def segment(
     """
     model = model or load_pretrained()
     if isinstance(image, str | Path):
-        image = load_volume(Case(nifti_stem(Path(image).name), Path(image))).image
+        vol = load_volume(Case(nifti_stem(Path(image).name), Path(image)))
+        image, affine = vol.image, vol.affine
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or not np.isfinite(image).all():
         raise DataError(f"segment needs a finite 3D array (X, Y, Z); got shape {image.shape}")
     with torch.inference_mode():
-        return predict_volume(model.members, image, tta=model.tta if tta is None else tta)
+        return predict_volume(model.members, image, tta=model.tta if tta is None else tta, affine=affine)

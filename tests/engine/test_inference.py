@@ -100,3 +100,47 @@ def test_slices_larger_than_the_training_size_are_padded_up_not_cropped() -> Non
     assert (predict_volume([(cropping, pre)], image)[:, :10] == 0).all()  # cropped away: background
     grown = predict_volume([(growing, pre)], image)
     assert grown.shape == image.shape and (grown[:, :10] == 1).all() and (grown[:, 20:] == 0).all()
+
+
+class _Sided(nn.Module):
+    """A fixed 'model' that knows orientation and scale: bright pixels in the first half of the rows
+    and within 12 pixels of the centre column are class 1, other bright pixels class 2."""
+
+    input_multiple = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        side = ((rows < h / 2) & ((cols - w / 2).abs() < 12)).float()
+        bright = (x[:, :1] > 0).float()
+        return torch.cat([1 - bright, bright * side, bright * (1 - side)], dim=1) * 10
+
+
+def test_lps_scan_at_0p7_mm_is_segmented_on_its_own_grid() -> None:
+    """A 256 x 256 LPS scan at 0.7 mm, for a model trained on RAS slices at 1 mm: the labels land on
+    the scan's grid, where the model's training-grid rules put them in world coordinates."""
+    shape, zooms = (256, 256, 20), (0.7, 0.7, 2.0)
+    affine = np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])  # L, P, S
+    ijk = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    world = [affine[a, a] * ijk[a] for a in range(3)]
+    centre = [affine[a, a] * (shape[a] - 1) / 2 for a in range(3)]
+    d = [w - c for w, c in zip(world, centre)]
+    ball = d[0] ** 2 + d[1] ** 2 + d[2] ** 2 < 30**2
+    image = np.where(ball, 100.0, 0.0).astype(np.float32)
+    # RAS rows run along +x: the first half of the rows is x < centre; columns along +y
+    truth = np.where(ball, np.where((d[0] < 0) & (np.abs(d[1]) < 12), 1, 2), 0)
+    pre = PreprocessConfig(size=64, slice_axis=2, orientation="RAS", spacing=(1.0, 1.0, 1.0))
+
+    labels = predict_volume([(_Sided(), pre)], image, affine=affine)
+
+    assert labels.shape == shape
+    for k in (1, 2):
+        dice = 2 * ((labels == k) & (truth == k)).sum() / ((labels == k).sum() + (truth == k).sum())
+        assert dice > 0.9, (k, dice)
+    # the same array taken as it is (no affine): flipped and at the wrong scale, so the test can fail
+    naive = predict_volume([(_Sided(), pre)], image)
+    assert ((naive == 1) & (truth == 1)).sum() < 0.5 * (truth == 1).sum()

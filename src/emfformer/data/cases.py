@@ -147,4 +147,10 @@ def load_volume(case: Case) -> Volume:
         raw = _read_voxels(lab, Path(case.label), np.float64)
         label = np.rint(raw).astype(np.int16)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    axes = np.asarray(img.affine, dtype=np.float64)[:3, :3]
+    if not np.isfinite(img.affine).all() or abs(np.linalg.det(axes)) < 1e-12:
+        raise DataError(
+            f"{case.image} has a degenerate affine (voxel-to-world matrix {axes.tolist()}): its orientation "
+            "and voxel size are unknown. Fix the header (qform/sform and pixdim) first."
+        )
     return Volume(case.case_id, image, label, img.affine.copy(), img.header.copy(), zooms)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from emfformer.data.cases import DataError
+from emfformer.data.geometry import check_orientation
 
 __all__ = [
     "PreprocessConfig",
@@ -49,9 +50,18 @@ class PreprocessConfig:
     slice_axis: int = 2  # volume axis that is sliced (0, 1, 2 or negative); ACDC stacks: last axis
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
     context: int = 1  # odd number of adjacent slices stacked as channels (1 = 2D, 3/5 = 2.5D input)
+    orientation: str | None = None  # axis codes volumes are turned to first (e.g. "RAS"); None: as stored
+    spacing: tuple[float, float, float] | None = (
+        None  # voxel size (mm) volumes are resampled to; None: as stored
+    )
 
     def __post_init__(self) -> None:
         self.clip_percentiles = tuple(float(p) for p in self.clip_percentiles)  # type: ignore[assignment]
+        if isinstance(self.spacing, list | tuple):
+            try:
+                self.spacing = tuple(float(v) for v in self.spacing)  # type: ignore[assignment]
+            except (TypeError, ValueError):
+                pass  # validate() names the field
         self.validate()
 
     def validate(self) -> None:
@@ -73,6 +83,18 @@ class PreprocessConfig:
             or self.context % 2 == 0
         ):
             raise ValueError(f"PreprocessConfig.context must be an odd int >= 1, got {self.context!r}.")
+        if self.orientation is not None:
+            try:
+                self.orientation = check_orientation(self.orientation)
+            except ValueError as exc:
+                raise ValueError(f"PreprocessConfig.{exc}") from None
+        sp = self.spacing
+        if sp is not None and (
+            not isinstance(sp, tuple) or len(sp) != 3 or not all(np.isfinite(v) and v > 0 for v in sp)
+        ):
+            raise ValueError(
+                f"PreprocessConfig.spacing must be 3 positive voxel sizes in mm or None, got {sp!r}."
+            )
         lo_hi = self.clip_percentiles
         if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
             raise ValueError(
@@ -84,6 +106,7 @@ class PreprocessConfig:
         """Plain JSON/YAML-serialisable dict (tuples become lists)."""
         d = asdict(self)
         d["clip_percentiles"] = list(self.clip_percentiles)
+        d["spacing"] = None if self.spacing is None else list(self.spacing)
         return d
 
     @classmethod

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from emfformer.data.cases import Case, DataError, load_volume
+from emfformer.data.geometry import to_model_grid
 from emfformer.data.preprocess import PreprocessConfig, SliceInfo, volume_to_slices
 from emfformer.io import atomic_write
 
@@ -173,7 +174,8 @@ def build_slice_cache(
     images, labels, case_index, slice_index, infos = [], [], [], [], []
     for i, case in enumerate(tqdm(cases, desc="Slicing volumes", unit="case", disable=not progress)):
         vol = load_volume(case)
-        sl, lab, info = volume_to_slices(vol.image, cfg, vol.label)
+        image, label, _ = to_model_grid(vol.image, vol.affine, cfg.orientation, cfg.spacing, vol.label)
+        sl, lab, info = volume_to_slices(image, cfg, label)
         images.append(sl.astype(dtype))
         if lab is not None:
             if lab.size and lab.max() > 255:

@@ -49,17 +49,31 @@ class DataConfig:
     keep_empty: float = 1.0  # fraction of all-background training slices kept
     context: int = 1  # adjacent slices stacked as input channels (odd; 1 = 2D, 3 = 2.5D)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
+    # the training grid, stored with the model; inputs are moved onto it (data/geometry.py). "auto": the
+    # training cases' most common orientation / median spacing (spacing only in pad mode); none: as stored
+    orientation: str | None = "auto"  # auto | axis codes such as RAS | none
+    spacing: tuple[float, float, float] | str | None = "auto"  # auto | [x, y, z] in mm | none
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
     flip_prob: float = 0.0  # per in-plane axis mirroring probability in augmentation (0 = no flips)
     cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
 
 
-def preprocess_config(data: DataConfig) -> PreprocessConfig:
-    """The preprocessing a run's data settings describe (validated by PreprocessConfig itself)."""
+def preprocess_config(
+    data: DataConfig, auto_grid: tuple[str | None, tuple[float, float, float] | None] = (None, None)
+) -> PreprocessConfig:
+    """The preprocessing a run's data settings describe (validated by PreprocessConfig itself).
+
+    ``auto_grid``: the (orientation, spacing) that ``"auto"`` stands for, from
+    `emfformer.data.geometry.training_grid` on the training cases.
+    """
+    if data.spacing is not None and data.spacing != "auto" and not isinstance(data.spacing, tuple):
+        raise ValueError(f"data.spacing must be auto, none or [x, y, z] in mm, got {data.spacing!r}")
     return PreprocessConfig(
         size=data.size, mode=data.mode, slice_axis=data.slice_axis, context=data.context,
         clip_percentiles=tuple(data.clip_percentiles),
+        orientation=auto_grid[0] if data.orientation == "auto" else data.orientation,
+        spacing=auto_grid[1] if data.spacing == "auto" else data.spacing,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.cases import Volume
+from ..data.geometry import scores_to_input_grid, to_model_grid
 from ..data.preprocess import PreprocessConfig, slices_to_scores, volume_to_slices
 from ..metrics import case_metrics, summarize
 
@@ -91,18 +92,31 @@ def predict_slices(
 
 
 def predict_scores(
-    members: Sequence[Member], image: np.ndarray, batch_size: int = 64, bf16: bool = False, tta: bool = False
+    members: Sequence[Member],
+    image: np.ndarray,
+    batch_size: int = 64,
+    bf16: bool = False,
+    tta: bool = False,
+    *,
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z) -> (C, X, Y, Z)."""
+    """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z) -> (C, X, Y, Z).
+
+    With the scan's ``affine``, each member sees it in the orientation and voxel spacing it was trained
+    on (:mod:`emfformer.data.geometry`) and its probabilities come back on the scan's grid. Without
+    one, the array is taken as already on the model's grid.
+    """
     if not members:
         raise ValueError("predict_scores needs at least one model")
     total: np.ndarray | None = None
     for model, pre in members:
+        grid_image, _, grid = to_model_grid(image, affine, pre.orientation, pre.spacing)
         # networks that take any side that is a multiple of their stride see whole large slices
         slices, _, info = volume_to_slices(
-            image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
+            grid_image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
         )
         scores = slices_to_scores(predict_slices(model, slices, batch_size, bf16, tta), info)
+        scores = scores_to_input_grid(scores, grid)
         if total is not None and scores.shape != total.shape:
             raise ValueError(
                 f"models disagree on the number of classes: {scores.shape[0]} vs {total.shape[0]}"
@@ -118,17 +132,22 @@ def predict_volume(
     batch_size: int = 64,
     bf16: bool = False,
     tta: bool = False,
+    *,
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment one 3D volume (X, Y, Z) slice by slice; returns the int16 label volume (X, Y, Z).
 
     ``members`` is one model (then give its ``preprocess``) or a list of ``(model, preprocess)``
-    pairs whose probabilities are averaged. The preprocessing is inverted exactly.
+    pairs whose probabilities are averaged. The preprocessing is inverted exactly; with ``affine``
+    the scan is also moved to each model's training grid and back (see `predict_scores`).
     """
     if isinstance(members, nn.Module):
         if preprocess is None:
             raise ValueError("predict_volume: a single model needs its PreprocessConfig")
         members = [(members, preprocess)]
-    return predict_scores(members, image, batch_size, bf16, tta).argmax(axis=0).astype(np.int16)
+    return (
+        predict_scores(members, image, batch_size, bf16, tta, affine=affine).argmax(axis=0).astype(np.int16)
+    )
 
 
 def evaluate_volumes(
@@ -145,7 +164,7 @@ def evaluate_volumes(
         model.eval()
     rows = []
     for vol in tqdm(volumes, desc="evaluate", disable=not progress, leave=False):
-        pred = predict_volume(members, vol.image, bf16=bf16, tta=tta)
+        pred = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine)
         row = case_metrics(pred, vol.label, len(class_names), vol.spacing, hd95=hd95)
         rows.append({"case_id": vol.case_id, **row})
     return rows, summarize(rows, class_names)

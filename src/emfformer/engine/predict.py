@@ -98,7 +98,7 @@ def _segment(
     """Segment one file and write its label volume (and overlay) atomically."""
     vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
     with torch.inference_mode():
-        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta)
+        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine)
     header = vol.header.copy()
     dtype = np.uint8 if num_classes <= 256 else np.int16
     header.set_data_dtype(dtype)

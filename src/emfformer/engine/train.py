@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.cases import Volume, load_volume
+from ..data.geometry import training_grid
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
@@ -206,7 +207,8 @@ def _load_data(cfg: RunConfig, run_dir: Path) -> _Data:
     splits_file = run_dir / "splits.json"
     train_cases = select_cases(info, cfg.data, "train", splits_file)
     val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
-    pre = preprocess_config(cfg.data)
+    pre = preprocess_config(cfg.data, training_grid(train_cases, resample=cfg.data.mode == "pad"))
+    log.info("training grid: orientation %s, spacing %s mm", pre.orientation, pre.spacing)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "slices"
     arrays = build_slice_cache(train_cases, pre, cache, progress=cfg.progress)
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None

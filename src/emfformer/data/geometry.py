@@ -1,0 +1,179 @@
+"""Bring a scan onto the grid a model was trained on (orientation, voxel spacing) and predictions back.
+
+A model learns anatomy in one orientation and at one voxel size. A user's scan may be stored LPS
+instead of RAS, or at 0.7 mm instead of 1 mm. As nnU-Net does, the scan is first reoriented to the
+training orientation (a permutation and flips of the array axes: exact, no interpolation), then
+resampled to the training spacing (trilinear for images, nearest for labels). Predicted per-class
+probabilities go back the same way in reverse (trilinear, then argmax), so labels land on the scan's
+own grid, affine and header.
+
+The training grid is stored with the model (`PreprocessConfig.orientation` / ``.spacing``); ``None``
+means "use the array as it is", which is what checkpoints from before this module do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from .cases import Case, DataError
+
+__all__ = [
+    "GridInfo",
+    "check_orientation",
+    "voxel_spacing",
+    "to_model_grid",
+    "scores_to_input_grid",
+    "training_grid",
+]
+
+_PAIRS = ("LR", "PA", "IS")
+SPACING_RTOL = 0.01  # spacings within 1 % of the target are not resampled (no needless interpolation)
+
+
+def check_orientation(code: str) -> str:
+    """Validate axis codes such as ``"RAS"`` or ``"lps"``: one letter of each of L/R, P/A, I/S.
+
+    Returns the upper-case code; raises ValueError otherwise.
+    """
+    up = str(code).upper()
+    if len(up) != 3 or sorted(next((i for i, p in enumerate(_PAIRS) if c in p), -1) for c in up) != [0, 1, 2]:
+        raise ValueError(
+            f"orientation must be 3 axis codes with one of L/R, one of P/A and one of I/S (e.g. RAS, LPS), "
+            f"got {code!r}"
+        )
+    return up
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size in mm along each array axis: the lengths of the affine's first three columns."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """How `to_model_grid` moved one scan, so that `scores_to_input_grid` can undo it.
+
+    Attributes:
+        input_shape: (X, Y, Z) of the scan as given.
+        ornt: nibabel orientation transform from the scan's axes to the model's, or None (not reoriented).
+        oriented_shape: shape after reorientation, before resampling.
+        model_shape: shape the model sees (after resampling).
+    """
+
+    input_shape: tuple[int, int, int]
+    ornt: np.ndarray | None
+    oriented_shape: tuple[int, int, int]
+    model_shape: tuple[int, int, int]
+
+    @property
+    def resampled(self) -> bool:
+        return self.model_shape != self.oriented_shape
+
+
+def _resample(x: torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
+    """(C, X, Y, Z) -> (C, *shape) by ``trilinear`` or ``nearest-exact`` interpolation (voxel centres kept)."""
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(x[None], size=tuple(shape), mode=mode, **kwargs)[0]
+
+
+def to_model_grid(
+    image: np.ndarray,
+    affine: np.ndarray | None,
+    orientation: str | None,
+    spacing: Sequence[float] | None,
+    label: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, GridInfo]:
+    """Reorient a 3D scan to ``orientation`` and resample it to ``spacing`` (mm, in that orientation).
+
+    Args:
+        image: (X, Y, Z) real array.
+        affine: its 4x4 voxel-to-world matrix; ``None`` treats the array as already on the model's grid.
+        orientation: target axis codes (``"RAS"``); ``None`` keeps the array axes.
+        spacing: target voxel size per (reoriented) axis; ``None`` keeps the voxel size. Axes within 1 %
+            of the target are not resampled.
+        label: optional (X, Y, Z) integer labels, moved with nearest-neighbour sampling.
+
+    Returns:
+        image and label on the model grid (float32 / int16; the inputs themselves when nothing moves),
+        and the `GridInfo` to undo it.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    ornt = None
+    vox = None if affine is None else voxel_spacing(affine)
+    if affine is not None and orientation is not None:
+        ornt = ornt_transform(io_orientation(affine), axcodes2ornt(tuple(check_orientation(orientation))))
+        if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+            ornt = None  # already in the model's orientation
+        else:
+            image = apply_orientation(image, ornt)
+            label = None if label is None else apply_orientation(label, ornt)
+            vox = vox[np.argsort(ornt[:, 0])]  # spacing follows its axis to the new position
+    oriented = tuple(int(n) for n in image.shape)
+    target = oriented
+    if vox is not None and spacing is not None:
+        tgt = np.asarray(spacing, dtype=np.float64)
+        close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
+        target = tuple(n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close))
+    info = GridInfo(shape, ornt, oriented, target)  # type: ignore[arg-type]
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if info.resampled:
+        image = _resample(torch.from_numpy(image)[None], target, "trilinear")[0].numpy()
+        if label is not None:
+            lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None]
+            label = _resample(lab, target, "nearest-exact")[0].numpy().round().astype(np.int16)
+    if label is not None:
+        label = np.ascontiguousarray(label, dtype=np.int16)
+    return image, label, info
+
+
+def scores_to_input_grid(scores: np.ndarray, info: GridInfo) -> np.ndarray:
+    """Per-class scores on the model grid (C, *model_shape) -> (C, *input_shape) on the scan's grid.
+
+    Resampling is undone by trilinear interpolation of the scores (take the argmax afterwards), the
+    reorientation exactly.
+    """
+    if tuple(scores.shape[1:]) != info.model_shape:
+        raise ValueError(f"scores of shape {scores.shape} do not fit the model grid {info.model_shape}")
+    if info.resampled:
+        scores = _resample(torch.from_numpy(np.ascontiguousarray(scores)), info.oriented_shape, "trilinear")
+        scores = scores.numpy()
+    if info.ornt is not None:  # nibabel orients the first 3 axes: move the class axis last and back
+        scores = np.moveaxis(apply_orientation(np.moveaxis(scores, 0, -1), _inverse(info.ornt)), -1, 0)
+    return np.ascontiguousarray(scores)
+
+
+def _inverse(ornt: np.ndarray) -> np.ndarray:
+    """The orientation transform that undoes ``ornt`` (axis permutation plus flips)."""
+    inv = np.zeros_like(ornt)
+    for axis, (new_axis, flip) in enumerate(ornt):
+        inv[int(new_axis)] = (axis, flip)
+    return inv
+
+
+def training_grid(cases: Sequence[Case], resample: bool) -> tuple[str, tuple[float, float, float] | None]:
+    """The grid to train on: the most common orientation of the cases' images, and (when ``resample``)
+    their median voxel spacing in that orientation. Reads headers only.
+    """
+    if not cases:
+        raise ValueError("training_grid needs at least one case")
+    affines = []
+    for case in cases:
+        try:
+            affines.append(nib.load(str(case.image)).affine)
+        except Exception as exc:  # nibabel raises several types for unreadable headers
+            raise DataError(f"Cannot read the header of {case.image}: {exc}") from exc
+    codes = Counter("".join(nib.aff2axcodes(a)) for a in affines)
+    orientation = codes.most_common(1)[0][0]
+    if not resample:
+        return orientation, None
+    dst = axcodes2ornt(tuple(orientation))
+    spacings = [voxel_spacing(a)[np.argsort(ornt_transform(io_orientation(a), dst)[:, 0])] for a in affines]
+    return orientation, tuple(round(float(s), 4) for s in np.median(spacings, axis=0))  # type: ignore[return-value]

@@ -1,0 +1,106 @@
+"""Reorientation and resampling to a model's training grid, and the exact way back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emfformer.data.cases import Case
+from emfformer.data.geometry import (
+    check_orientation,
+    scores_to_input_grid,
+    to_model_grid,
+    training_grid,
+    voxel_spacing,
+)
+
+
+def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:
+    return (labels[None] == np.arange(n)[:, None, None, None]).astype(np.float32)
+
+
+@pytest.mark.parametrize("code, ok", [("RAS", "RAS"), ("lps", "LPS"), ("AIL", "AIL"), ("SPR", "SPR")])
+def test_valid_orientations(code: str, ok: str) -> None:
+    assert check_orientation(code) == ok
+
+
+@pytest.mark.parametrize("code", ["RRS", "RA", "RASP", "XYZ", ""])
+def test_invalid_orientations_are_refused(code: str) -> None:
+    with pytest.raises(ValueError, match="one of L/R"):
+        check_orientation(code)
+
+
+def test_scan_already_on_the_grid_is_untouched() -> None:
+    image = np.random.default_rng(0).normal(size=(7, 8, 9)).astype(np.float32)
+    out, label, info = to_model_grid(image, np.eye(4), "RAS", (1.0, 1.0, 1.0))
+    assert info.ornt is None and not info.resampled and label is None
+    np.testing.assert_array_equal(out, image)
+    # spacings within 1 % of the target are not interpolated
+    _, _, info = to_model_grid(image, np.diag([1.005, 0.996, 1.0, 1.0]), "RAS", (1.0, 1.0, 1.0))
+    assert not info.resampled
+
+
+def test_lps_scan_is_flipped_to_ras_and_back_exactly() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=(6, 7, 5)).astype(np.int16)
+    image = rng.normal(size=labels.shape).astype(np.float32)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    out, lab, info = to_model_grid(image, lps, "RAS", (1.0, 1.0, 1.0), label=labels)
+    np.testing.assert_array_equal(out, image[::-1, ::-1])
+    np.testing.assert_array_equal(lab, labels[::-1, ::-1])
+    back = scores_to_input_grid(_one_hot(lab, 3), info)
+    np.testing.assert_array_equal(back.argmax(0), labels)
+
+
+def test_permuted_axes_move_their_spacing_with_them() -> None:
+    # array axis 0 runs along S (2 mm), axis 1 along R (0.5 mm), axis 2 along A (1 mm)
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 2.0, 0.5, 1.0, 1.0
+    np.testing.assert_allclose(voxel_spacing(affine), [2.0, 0.5, 1.0])
+    image = np.arange(4 * 10 * 6, dtype=np.float32).reshape(4, 10, 6)
+    out, _, info = to_model_grid(image, affine, "RAS", None)
+    np.testing.assert_array_equal(out, image.transpose(1, 2, 0))
+    out, _, info = to_model_grid(image, affine, "RAS", (1.0, 1.0, 1.0))
+    assert info.oriented_shape == (10, 6, 4) and info.model_shape == (5, 6, 8)
+    assert scores_to_input_grid(np.zeros((2, 5, 6, 8), np.float32), info).shape == (2, 4, 10, 6)
+
+
+def _sphere(shape: tuple[int, ...], spacing: float, radius_mm: float) -> np.ndarray:
+    centre = [(n - 1) / 2 * spacing for n in shape]
+    grid = np.meshgrid(*(np.arange(n) * spacing - c for n, c in zip(shape, centre)), indexing="ij")
+    return (sum(g**2 for g in grid) < radius_mm**2).astype(np.int16)
+
+
+def test_fine_scan_is_resampled_to_the_training_spacing_and_back() -> None:
+    fine = _sphere((40, 43, 30), 0.7, 9.0)
+    out, lab, info = to_model_grid(
+        fine.astype(np.float32), np.diag([0.7, 0.7, 0.7, 1.0]), None, (1, 1, 1), fine
+    )
+    assert info.model_shape == (28, 30, 21) and out.shape == lab.shape == info.model_shape
+    assert set(np.unique(lab)) == {0, 1}  # nearest-neighbour labels invent no classes
+    # the object keeps its physical size: ~ 4/3 pi 9^3 mm^3 at 1 mm voxels
+    assert abs(lab.sum() - 4 / 3 * np.pi * 9**3) / (4 / 3 * np.pi * 9**3) < 0.1
+    back = scores_to_input_grid(_one_hot(lab, 2), info).argmax(0)
+    assert back.shape == fine.shape
+    dice = 2 * (back * fine).sum() / (back.sum() + fine.sum())
+    assert dice > 0.95
+
+
+def test_scores_of_the_wrong_shape_are_refused() -> None:
+    _, _, info = to_model_grid(np.zeros((4, 4, 4), np.float32), np.eye(4), "RAS", None)
+    with pytest.raises(ValueError, match="do not fit the model grid"):
+        scores_to_input_grid(np.zeros((2, 4, 4, 5), np.float32), info)
+
+
+def test_training_grid_is_the_majority_orientation_and_median_spacing(tmp_path: Path) -> None:
+    cases = []
+    for i, (zooms, flip) in enumerate([((1, 1, 2), 1), ((1, 1, 3), 1), ((2, 1, 3), -1)]):
+        affine = np.diag([flip * zooms[0], flip * zooms[1], zooms[2], 1.0])
+        path = tmp_path / f"c{i}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), affine), path)
+        cases.append(Case(f"c{i}", path))
+    assert training_grid(cases, resample=True) == ("RAS", (1.0, 1.0, 3.0))
+    assert training_grid(cases, resample=False) == ("RAS", None)
