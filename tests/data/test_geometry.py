@@ -70,7 +70,9 @@ def test_permuted_axes_move_their_spacing_with_them() -> None:
 
 def _sphere(shape: tuple[int, ...], spacing: float, radius_mm: float) -> np.ndarray:
     centre = [(n - 1) / 2 * spacing for n in shape]
-    grid = np.meshgrid(*(np.arange(n) * spacing - c for n, c in zip(shape, centre)), indexing="ij")
+    grid = np.meshgrid(
+        *(np.arange(n) * spacing - c for n, c in zip(shape, centre, strict=True)), indexing="ij"
+    )
     return (sum(g**2 for g in grid) < radius_mm**2).astype(np.int16)
 
 

@@ -128,7 +128,7 @@ def test_lps_scan_at_0p7_mm_is_segmented_on_its_own_grid() -> None:
     ijk = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
     world = [affine[a, a] * ijk[a] for a in range(3)]
     centre = [affine[a, a] * (shape[a] - 1) / 2 for a in range(3)]
-    d = [w - c for w, c in zip(world, centre)]
+    d = [w - c for w, c in zip(world, centre, strict=True)]
     ball = d[0] ** 2 + d[1] ** 2 + d[2] ** 2 < 30**2
     image = np.where(ball, 100.0, 0.0).astype(np.float32)
     # RAS rows run along +x: the first half of the rows is x < centre; columns along +y

@@ -121,7 +121,9 @@ def to_model_grid(
     if vox is not None and spacing is not None:
         tgt = np.asarray(spacing, dtype=np.float64)
         close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
-        target = tuple(n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close))
+        target = tuple(
+            n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
+        )
     info = GridInfo(shape, ornt, oriented, target)  # type: ignore[arg-type]
     image = np.ascontiguousarray(image, dtype=np.float32)
     if info.resampled:
