@@ -19,7 +19,8 @@ from emfformer.engine import train as train_module
 from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from emfformer.engine.config import RunConfig, config_from_dict, load_config
 from emfformer.engine.inference import resolve_device
-from emfformer.engine.train import lr_factor, run_training
+from emfformer.engine.schedule import lr_factor
+from emfformer.engine.train import run_training
 
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "log.json", "curves.png", "config.yaml", "splits.json")
 
@@ -265,6 +266,9 @@ def test_diverging_loss_stops_with_a_clear_error(
     tiny_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class NaNLoss(torch.nn.Module):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__()
+
         def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             return logits.sum() * float("nan")
 

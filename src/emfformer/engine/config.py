@@ -55,6 +55,7 @@ class DataConfig:
     spacing: tuple[float, float, float] | str | None = "auto"  # auto | [x, y, z] in mm | none
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
     flip_prob: float = 0.0  # per in-plane axis mirroring probability in augmentation (0 = no flips)
+    num_workers: int = 0  # DataLoader worker processes for training slices (0: load in the training process)
     cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
 
@@ -227,6 +228,7 @@ RESUMABLE_KEYS = (
     "data.cache_dir",
     "device",
     "threads",
+    "data.num_workers",
     "val_every",
     "progress",
 )
@@ -296,6 +298,7 @@ def _validate(cfg: RunConfig) -> None:
             f"device must be auto|cpu|cuda|cuda:N|mps, got {cfg.device!r}",
         ),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+        (cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}"),
         (
             cfg.model.name in list_models(),
             f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}",

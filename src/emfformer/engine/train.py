@@ -7,6 +7,7 @@ checkpoint is the one with the highest foreground mIoU on validation (the paper'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,17 +31,19 @@ from ..data.preprocess import PreprocessConfig
 from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
 from ..data.splits import select_cases
 from ..io import RunLock, atomic_write_text, remove_stale_temp_files
+from ..metrics import summarize
 from ..models import build_model
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides, preprocess_config
 from .history import write_history
 from .inference import autocast, evaluate_volumes, resolve_device
 from .losses import SegLoss
+from .schedule import build_optimizer
 
 __all__ = [
     "run_training",
     "train_one_epoch",
-    "lr_factor",
     "seed_everything",
 ]
 
@@ -52,15 +55,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the peak LR at ``step``: linear warm-up, then cosine or poly(0.9) decay to ``min_ratio``."""
-    if warmup > 0 and step < warmup:  # 1) warm-up from ~0 to the peak
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))  # 2) decay over the remaining steps
-    decay = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else (1 - progress) ** 0.9
-    return min_ratio + (1 - min_ratio) * decay
 
 
 def train_one_epoch(
@@ -158,14 +152,18 @@ def run_training(
             change the model/data/schedule, or a loss that became NaN/inf.
     """
     threads = torch.get_num_threads()
+    d = distributed.from_env()  # several processes under torchrun, else one
     try:
-        with RunLock(cfg.out_dir):  # a second training into the same folder is refused
-            remove_stale_temp_files(cfg.out_dir)  # left by a process killed while writing
+        # a second training into the same folder is refused; under torchrun rank 0 holds the lock
+        with RunLock(cfg.out_dir) if d.is_main else contextlib.nullcontext():
+            if d.is_main:
+                remove_stale_temp_files(cfg.out_dir)  # left by a process killed while writing
             state = None
             if resume:
                 cfg, state = resume_config(cfg.out_dir, resume_overrides)
-            return _train(cfg, state)
+            return _train(cfg, state, d)
     finally:
+        distributed.teardown(d)
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
 
 
@@ -219,21 +217,6 @@ def _load_data(cfg: RunConfig, run_dir: Path) -> _Data:
     return _Data(dataset, augment, val_volumes, list(info.class_names), pre, info.name, splits)
 
 
-def _optimizer(
-    model: torch.nn.Module, cfg: RunConfig, n_slices: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW and its per-step schedule (linear warm-up, then cosine or poly decay)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps_per_epoch = max(1, n_slices // cfg.optim.batch_size)
-    total_steps = steps_per_epoch * cfg.optim.epochs
-    warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    min_ratio = min(1.0, cfg.optim.min_lr / cfg.optim.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.optim.schedule, min_ratio)
-    )
-    return optimizer, scheduler
-
-
 def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[dict[str, Any]], float, int]:
     """Put a last.pt back: weights, optimizer, schedule, RNG; returns (history, best metric, next epoch)."""
     model.load_state_dict(state["model"])
@@ -246,27 +229,48 @@ def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[d
     return state["history"], state["best_metric"], state["epoch"] + 1
 
 
-def _epoch_loader(data: _Data, cfg: RunConfig, epoch: int, generator: torch.Generator) -> DataLoader:
+def _epoch_loader(
+    data: _Data, cfg: RunConfig, epoch: int, generator: torch.Generator, d: distributed.Dist
+) -> DataLoader:
     """The epoch's shuffled batches; order, empty-slice subset and augmentation depend on (seed, epoch)."""
     generator.manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order does not depend on resume
     data.dataset.set_epoch(epoch)
     if data.transform is not None:
         data.transform.set_random_state(cfg.seed * 100_003 + epoch)
     n = len(data.dataset)
-    # fewer slices than a batch: one smaller batch
+    # this rank's part of each global batch; fewer slices than a batch: one smaller batch
+    batches = distributed.rank_batches(n, cfg.optim.batch_size, generator, n > cfg.optim.batch_size, d)
+    workers = cfg.data.num_workers
     return DataLoader(
-        data.dataset, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=n > cfg.optim.batch_size,
-        generator=generator,
+        data.dataset, batch_sampler=batches, num_workers=workers, generator=generator,
+        worker_init_fn=_seed_worker if workers else None,
     )  # fmt: skip
 
 
-def _validate(model: torch.nn.Module, data: _Data, cfg: RunConfig, epoch: int) -> dict[str, Any]:
-    """Validation metrics of the epoch on whole volumes (None when there is no validation this epoch)."""
+def _seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own augmentation stream (torch seeds it from the epoch's generator)."""
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_state"):
+        transform.set_random_state(info.seed % 2**32)
+
+
+def _validate(
+    model: torch.nn.Module, data: _Data, cfg: RunConfig, epoch: int, d: distributed.Dist
+) -> dict[str, Any]:
+    """Validation metrics of the epoch on whole volumes (None when there is no validation this epoch).
+
+    Under torchrun each rank scores its share of the volumes and the per-case rows are gathered.
+    """
     row: dict[str, Any] = {"val_dice_fg": None, "val_miou_fg": None}
     if data.val_volumes and (epoch % cfg.val_every == 0 or epoch == cfg.optim.epochs):
-        _, summary = evaluate_volumes(
-            [(model, data.preprocess)], data.val_volumes, data.class_names, bf16=cfg.bf16
+        rows, _ = evaluate_volumes(
+            [(model, data.preprocess)],
+            distributed.shard(data.val_volumes, d),
+            data.class_names,
+            bf16=cfg.bf16,
         )
+        summary = summarize(distributed.gather(rows, d), data.class_names)
         row["val_dice_fg"] = _finite(summary["mean_dice_fg"])
         row["val_miou_fg"] = _finite(summary["miou_fg"])
         for name, m in summary["per_class"].items():
@@ -290,61 +294,86 @@ def _describe(cfg: RunConfig, data: _Data) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _train(cfg: RunConfig, state: dict[str, Any] | None) -> Path:
-    run_dir = _prepare_run_dir(cfg, resume=state is not None)
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    _warn_if_busy(torch.get_num_threads())
-
-    # 1) data: cases, preprocessed slices (cached), validation volumes
-    data = _load_data(cfg, run_dir)
-    # 2) model, optimizer, schedule (restored on resume)
-    n_classes = len(data.class_names)
+def _build_model(cfg: RunConfig, data: _Data, device: torch.device) -> torch.nn.Module:
     try:
         model = build_model(
-            cfg.model.name, cfg.data.size, data.preprocess.context, n_classes, **cfg.model.kwargs
+            cfg.model.name, cfg.data.size, data.preprocess.context, len(data.class_names), **cfg.model.kwargs
         )
     except TypeError as exc:  # an unknown constructor argument in model.kwargs
         raise ValueError(f"model.kwargs {cfg.model.kwargs} do not fit model {cfg.model.name}: {exc}") from exc
-    model = model.to(device)
-    optimizer, scheduler = _optimizer(model, cfg, len(data.dataset))
+    return model.to(device)
+
+
+def _start(
+    cfg: RunConfig, state: dict[str, Any] | None, d: distributed.Dist
+) -> tuple[Path, torch.device, _Data]:
+    """Device and process group, run folder, seeds and threads, data (rank 0 first: it writes the split
+    and the slice cache that the other ranks then read)."""
+    device = distributed.setup(d, resolve_device(cfg.device))
+    run_dir = Path(cfg.out_dir)
+    if d.is_main:
+        _prepare_run_dir(cfg, resume=state is not None)
+    else:
+        logging.getLogger("emfformer").setLevel(logging.WARNING)  # one log, from rank 0
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if d.is_main:
+        _warn_if_busy(torch.get_num_threads() * d.world_size)
+    data = None
+    for rank0_turn in (True, False):
+        if d.is_main == rank0_turn:
+            data = _load_data(cfg, run_dir)
+        distributed.barrier(d)
+    assert data is not None
+    return run_dir, device, data
+
+
+def _train(cfg: RunConfig, state: dict[str, Any] | None, d: distributed.Dist) -> Path:
+    # 1) process group, run folder, data
+    run_dir, device, data = _start(cfg, state, d)
+    # 2) model, optimizer, schedule (restored on resume); DistributedDataParallel under torchrun
+    model = _build_model(cfg, data, device)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, len(data.dataset))
     history, best, start_epoch = [], -1.0, 1
     if state is not None:
         history, best, start_epoch = _restore(state, model, optimizer, scheduler)
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", state["epoch"])
+    net = distributed.wrap(model, d, device)
     base_state = _describe(cfg, data)
-    loss_fn, generator = SegLoss(), torch.Generator()
+    loss_fn, generator = SegLoss(distributed=d.enabled), torch.Generator()
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         # 3) one pass over the training slices
         t0 = time.perf_counter()
         try:
             train_loss = train_one_epoch(
-                model, _epoch_loader(data, cfg, epoch, generator), optimizer, scheduler, loss_fn,
-                cfg.optim.grad_clip, cfg.bf16, desc=f"epoch {epoch}/{cfg.optim.epochs}", progress=cfg.progress,
+                net, _epoch_loader(data, cfg, epoch, generator, d), optimizer, scheduler, loss_fn,
+                cfg.optim.grad_clip, cfg.bf16, desc=f"epoch {epoch}/{cfg.optim.epochs}",
+                progress=cfg.progress and d.is_main,
             )  # fmt: skip
         except FloatingPointError as exc:
             raise ValueError(
                 f"{exc} at epoch {epoch}: training diverged. Lower optim.lr (now {cfg.optim.lr}) or turn off "
                 f"bf16; {run_dir / 'last.pt'} holds the last good epoch."
             ) from exc
-        row = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+        row = {"epoch": epoch, "train_loss": distributed.mean(train_loss, d), "lr": optimizer.param_groups[0]["lr"],
                "train_seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-        # 4) validation on whole volumes, checkpoints, history
-        row.update(_validate(model, data, cfg, epoch))
+        # 4) validation on whole volumes, checkpoints and history (rank 0)
+        row.update(_validate(model, data, cfg, epoch, d))
         history.append(row)
         improved = row["val_miou_fg"] is not None and row["val_miou_fg"] > best
         best = row["val_miou_fg"] if improved else best
-        ckpt = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
-                "metric": row["val_miou_fg"], "best_metric": best, "history": history}  # fmt: skip
-        if improved:
-            save_checkpoint(run_dir / "best.pt", ckpt)
-        save_checkpoint(run_dir / "last.pt", ckpt)
-        write_history(run_dir, history)
+        if d.is_main:
+            ckpt = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
+                    "metric": row["val_miou_fg"], "best_metric": best, "history": history}  # fmt: skip
+            if improved:
+                save_checkpoint(run_dir / "best.pt", ckpt)
+            save_checkpoint(run_dir / "last.pt", ckpt)
+            write_history(run_dir, history)
         log.info("epoch %d: loss %.4f, val Dice %s, val mIoU %s%s (%.1fs)", epoch, row["train_loss"] or float("nan"),
                  row["val_dice_fg"], row["val_miou_fg"], " (best)" if improved else "", row["train_seconds"])  # fmt: skip
-    if not (run_dir / "best.pt").exists():  # no validation (fold -1) or no finite metric: the last epoch
+    if d.is_main and not (run_dir / "best.pt").exists():  # no validation (fold -1): the last epoch
         save_checkpoint(run_dir / "best.pt", load_checkpoint(run_dir / "last.pt"))
+    distributed.barrier(d)  # no rank returns before the run folder is complete
     return run_dir
