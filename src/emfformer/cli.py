@@ -3,7 +3,7 @@
 emfformer train     --config configs/hippocampus.yaml [--data DIR] [--set optim.lr=1e-3 ...]
 emfformer evaluate  [--checkpoint RUN/best.pt ...] [--part test] [--tta]
 emfformer predict   -i FILE_OR_DIR -o DIR [--checkpoint RUN/best.pt ...] [--overlays] [--tta]
-emfformer export    [--checkpoint C] --format onnx|torchscript -o FILE
+emfformer export    [--checkpoint C] --format onnx|torchscript|monai-bundle -o FILE|DIR
 emfformer pack      RUN_A/best.pt RUN_B/best.pt ... -o ensemble.pt [--tta]
 emfformer report    RUN_DIR... -o report.html
 emfformer download  hippocampus|acdc --to DIR
@@ -118,6 +118,13 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "monai-bundle":
+        from .engine.bundle import export_bundle
+
+        out = export_bundle(args.checkpoint, args.output)
+        print(f"Wrote MONAI bundle {out}; run it with: python -m monai.bundle run --config_file "
+              f"{out}/configs/inference.json --bundle_root {out} --dataset_dir SCANS --output_dir LABELS")  # fmt: skip
+        return 0
     from .engine.export import export_checkpoint
 
     meta = export_checkpoint(args.checkpoint, args.format, args.output)
@@ -208,10 +215,15 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
 
 
 def _add_export_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    p = sub.add_parser("export", help="export the network(s) to ONNX or TorchScript, checked against PyTorch")
+    p = sub.add_parser(
+        "export", help="export to ONNX or TorchScript (checked against PyTorch), or as a MONAI bundle"
+    )
     p.add_argument("--checkpoint", help="best.pt, a pack, or a shipped name (default: hippocampus)")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    p.add_argument("-o", "--output", required=True, help="file to write (ensembles: one file per member)")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "monai-bundle"])
+    p.add_argument(
+        "-o", "--output", required=True,
+        help="file to write (ensembles: one file per member); monai-bundle: a new folder",
+    )  # fmt: skip
     commands["export"] = _export
 
 

@@ -1,0 +1,71 @@
+"""MONAI bundle export: the metadata validates, and MONAI's runner segments a folder like predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emfformer.data.synthetic import write_msd_phantoms
+from emfformer.engine.bundle import export_bundle
+from emfformer.engine.predict import run_prediction
+
+SCHEMA = Path(__file__).parent / "data" / "bundle_metadata_schema.json"
+
+
+def _monai_bundle(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_bundle(trained_run / "best.pt", tmp_path_factory.mktemp("bundle") / "phantom_bundle")
+
+
+def test_bundle_layout_and_metadata_validate(bundle: Path, tmp_path: Path) -> None:
+    for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md",
+                 "docs/license.txt"):  # fmt: skip
+        assert (bundle / name).is_file(), name
+    meta_file = bundle / "configs" / "metadata.json"
+    done = _monai_bundle("verify_metadata", "--meta_file", str(meta_file), "--filepath", str(SCHEMA))
+    assert done.returncode == 0 and "verified with no error" in done.stdout + done.stderr, done.stderr[-2000:]
+    meta = json.loads(meta_file.read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == [0, 2]
+    del meta["task"]  # the check can fail: a metadata file without a mandatory key is refused
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(meta))
+    assert (
+        _monai_bundle("verify_metadata", "--meta_file", str(broken), "--filepath", str(SCHEMA)).returncode
+        != 0
+    )
+
+
+def test_monai_runner_segments_a_folder_like_predict(bundle: Path, tmp_path: Path) -> None:
+    scans = write_msd_phantoms(tmp_path / "Task98", n_cases=2, seed=5, shape=(20, 26, 9)) / "imagesTr"
+    done = _monai_bundle(
+        "run", "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
+        "--dataset_dir", str(scans), "--output_dir", str(tmp_path / "labels"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = run_prediction(scans, tmp_path / "predict", bundle / "models" / "model.pt", progress=False)
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == sorted(p.name for p in expected)
+    for path in expected:
+        got = nib.load(tmp_path / "labels" / path.name)
+        np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(nib.load(path).dataobj))
+        assert np.allclose(got.affine, nib.load(scans / path.name).affine)
+
+
+def test_an_existing_folder_is_not_overwritten(trained_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an empty folder"):
+        export_bundle(trained_run / "best.pt", tmp_path / "taken")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".taken")]  # no half-built bundle left
