@@ -142,7 +142,8 @@ class ProbeRequest:
     """What one child measures. Serialised as JSON onto the child's command line."""
 
     spec: str = ""  # model spec (see parse_spec); unused for kind="matmul"
-    kind: str = "model"  # "model": a model's measurements; "matmul": the fp32 matmul peak
+    kind: str = "model"  # "model" | "matmul" (fp32 peak) | "engine" | "predict" (bench/engines.py)
+    engine: str = "eager"  # kind="engine": an inference engine; kind="predict": "tta" or "no_tta"
     size: int = 224  # input side, square images
     batch: int = 16  # throughput batch; 0 skips the throughput measurement
     train_batch: int = 4  # batch of both memory measurements (inference and training step)
@@ -249,8 +250,19 @@ def main(argv: list[str] | None = None) -> int:
             res["status"] = "ok"
         elif req.kind == "model":
             _probe_model(req, res, write)
+        elif req.kind == "engine":
+            from .engines import probe_engine
+
+            torch.manual_seed(req.seed)
+            probe_engine(req, parse_spec(req.spec).build(req.size, req.in_channels, req.num_classes), res)
+            res["status"] = "ok"
+        elif req.kind == "predict":
+            from .engines import probe_predict
+
+            probe_predict(req, res)
+            res["status"] = "ok"
         else:
-            raise ValueError(f"kind must be 'model' or 'matmul', got {req.kind!r}")
+            raise ValueError(f"kind must be 'model', 'matmul', 'engine' or 'predict', got {req.kind!r}")
     except Exception as exc:  # reported to the parent through the result file
         oom = _is_oom(exc)
         res.update(status="did_not_fit" if oom else "error", reason=f"{type(exc).__name__}: {exc}"[:500])

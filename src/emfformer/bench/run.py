@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json, atomic_write_text
+from .engines import ENGINES, PREDICT_SETTINGS, run_engine_probes, run_predict_probes
 from .measure import count_flops, count_params, measure_matmul_peak
 from .plots import write_plots
 from .probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
@@ -176,6 +177,9 @@ def run_benchmark(
     dice: dict[str, float] | None = None,
     timeout_s: float = 1800.0,
     progress: bool = True,
+    engines: Sequence[str] = (),
+    engine_models: Sequence[str] = (OURS, "unet"),
+    predict_checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``models`` (specs, see :func:`parse_spec`) and write ``bench.json``/``bench.md``/PNGs.
 
@@ -197,13 +201,21 @@ def run_benchmark(
         dice: optional model label -> Dice, for the bubble chart.
         timeout_s: a child running longer is killed (status ``timeout``).
         progress: show a tqdm progress bar.
+        engines: inference engines (:data:`emfformer.bench.engines.ENGINES`) to time ``engine_models``
+            under, at ``size`` and ``batch``; empty: none.
+        engine_models: specs for the engine table.
+        predict_checkpoint: a checkpoint (path or shipped name) whose whole-volume predict is timed.
 
     Returns:
         The report dict that was written to ``bench.json``.
     """
     _check_settings(models, size, batch, threads, repeats, train_batch, max_memory_gb, time_budget_s,
                     matmul_seconds, warmup, scaling_sizes, device)  # fmt: skip
+    bad = sorted(set(engines) - set(ENGINES))
+    if bad:
+        raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ENGINES)}")
     specs = [parse_spec(m) for m in models]
+    engine_specs = [parse_spec(m) for m in engine_models] if engines else []
     scaling_specs = [parse_spec(m) for m in scaling_models] if scaling_sizes else []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +225,8 @@ def run_benchmark(
         size=size, batch=batch, train_batch=train_batch, repeats=repeats, warmup=warmup, threads=threads,
         device=device, max_memory_mb=max_memory_gb * 1024, time_budget_s=time_budget_s, matmul_seconds=matmul_seconds,
     )  # fmt: skip
-    total = 1 + len(specs) + len(scaling_specs) * len(set(scaling_sizes))
+    total = 1 + len(specs) + len(scaling_specs) * len(set(scaling_sizes)) + len(engine_specs) * len(engines)
+    total += len(PREDICT_SETTINGS) if predict_checkpoint else 0
     with tqdm(total=total, desc="emfformer bench", unit="probe", disable=not progress) as bar:
         bar.set_postfix_str("fp32 matmul peak")
         matmul = run_probe(replace(base, kind="matmul"), timeout_s)
@@ -224,9 +237,14 @@ def run_benchmark(
             s.label: _scaling(s, sorted(set(scaling_sizes)), base, by_key, bar, timeout_s)
             for s in scaling_specs
         }
+        engine_rows = run_engine_probes(engine_specs, tuple(engines), base, timeout_s, bar)
+        predict_rows = (
+            run_predict_probes(predict_checkpoint, base, timeout_s, bar) if predict_checkpoint else []
+        )
     _add_peak_fraction(results, matmul.get("gflops"))
     meta = _meta(base, max_memory_gb, specs, scaling_specs, scaling_sizes, device, matmul)
     report: dict[str, Any] = {"meta": meta, "models": results, "scaling": scaling}
+    report.update(engines=engine_rows, predict=predict_rows)
     report["crossover"] = find_crossover(report) if {OURS, TWIN} <= set(scaling) else None
     report["goals"] = evaluate_goals(report)
     report["dice"] = dice
@@ -344,6 +362,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     a("--device", default="cpu", help="cpu or cuda (default cpu)")
     a("--dice-json", type=Path, help="JSON object model name -> Dice, for the params/FLOPs/Dice bubble chart")
+    a("--engines", nargs="*", metavar="ENGINE", help=f"time --engine-models under these inference engines "
+      f"({', '.join(ENGINES)}; no value: all)")  # fmt: skip
+    a("--engine-models", nargs="+", metavar="SPEC", help=f"specs for the engine table (default {OURS} unet)")
+    a(
+        "--predict-checkpoint",
+        metavar="C",
+        help="time a whole-volume predict with this checkpoint (e.g. hippocampus)",
+    )
     a("--quick", action="store_true", help="tiny settings for a smoke run (64^2, 2 repeats, scaling 64/128)")
     a("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -359,6 +385,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings["scaling_sizes"] = tuple(args.scaling_sizes)
     if args.scaling_models is not None:
         settings["scaling_models"] = tuple(args.scaling_models)
+    if args.engines is not None:
+        settings["engines"] = tuple(args.engines) or ENGINES
+    if args.engine_models is not None:
+        settings["engine_models"] = tuple(args.engine_models)
+    if args.predict_checkpoint:
+        settings["predict_checkpoint"] = args.predict_checkpoint
     report = run_benchmark(  # a ValueError becomes the CLI's one-line error (exit 2)
         args.models or DEFAULT_MODELS,
         args.out,

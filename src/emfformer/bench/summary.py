@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .engines import engine_goals, engine_markdown
+
 __all__ = [
     "OURS",
     "TWIN",
@@ -172,6 +174,7 @@ def evaluate_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     goals += _memory_goals(report, budget)
     goals += _throughput_goal(report, at224)
+    goals += engine_goals(report)
     return goals
 
 
@@ -274,6 +277,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {_f(e.get('achieved_gflops_s'))} | {_f(frac and 100 * frac)} | {_status(e)} |"
         )
     lines += _scaling_section(report)
+    lines += engine_markdown(report)
     lines += ["", "## Goals", ""]
     lines += [f"- **{g['status']}**: {g['text']} ({g['detail']})" for g in report.get("goals", [])]
     return "\n".join(lines) + "\n"

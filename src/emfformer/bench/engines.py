@@ -1,0 +1,222 @@
+"""Inference engines side by side, and the latency of one whole-volume prediction.
+
+Each (model, engine) pair is timed in its own child process (:mod:`emfformer.bench.probe`,
+``kind="engine"``) at the bench's input side and batch:
+
+* ``eager``: the network as trained (BatchNorm separate), eval mode;
+* ``fused``: BatchNorm folded into the preceding convs (:mod:`emfformer.models.fuse`), what
+  ``predict`` / ``evaluate`` run;
+* ``channels_last``: fused, with NHWC weights and inputs;
+* ``compile``: fused, ``torch.compile`` (inductor; the compile time is reported, not timed);
+* ``onnxruntime``: fused, exported to ONNX and run by onnxruntime with the same thread count.
+
+``kind="predict"`` times `emfformer.engine.inference.predict_volume` on one Hippocampus-sized volume
+(36 x 50 x 35 voxels, 1 mm) with a checkpoint's members, after one warm-up call: the cost of a
+``predict`` call once the model is loaded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.fuse import fold_batchnorm
+from .measure import count_flops, median, time_calls
+
+__all__ = ["ENGINES", "prepare_engine", "probe_engine", "probe_predict", "PREDICT_SHAPE"]
+
+ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")
+PREDICT_SHAPE = (36, 50, 35)  # a typical MSD Hippocampus crop
+
+
+def prepare_engine(model: nn.Module, engine: str, example: torch.Tensor, threads: int) -> Callable:
+    """``run(x) -> logits`` for ``model`` under ``engine`` (see the module docstring)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    model = model.eval() if engine == "eager" else fold_batchnorm(model)
+    if engine == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+    if engine == "compile":
+        compiled = torch.compile(model, dynamic=False)
+        return lambda x: compiled(x)
+    if engine == "onnxruntime":
+        return _onnx_runner(model, example, threads)
+    return model
+
+
+def _onnx_runner(model: nn.Module, example: torch.Tensor, threads: int) -> Callable:
+    import onnxruntime as ort
+
+    from ..engine.export import _write_onnx  # the exporter `emfformer export` uses
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    _write_onnx(model, example[:1], path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+def probe_engine(req: Any, model: nn.Module, res: dict[str, Any]) -> None:
+    """Throughput (batch ``req.batch``) and batch-1 latency of ``model`` under ``req.engine``."""
+    side, c = req.size, req.in_channels
+    xb, x1 = torch.randn(req.batch, c, side, side), torch.randn(1, c, side, side)
+    res["flops"] = count_flops(model.eval(), (1, c, side, side), "cpu")
+    with torch.inference_mode():
+        reference = model.eval()(x1)
+        run = prepare_engine(model, req.engine, xb, req.threads)
+        t0 = time.perf_counter()
+        out = run(x1)  # first call: compile / session warm-up
+        res["first_call_s"] = time.perf_counter() - t0
+        res["max_abs_diff"] = float((torch.as_tensor(out) - reference).abs().max())
+        times = time_calls(lambda: run(x1), req.warmup, req.repeats, "cpu", req.time_budget_s)
+        res.update(latency_ms=median(times) * 1e3, latency_runs=len(times))
+        run(xb)  # a new shape: compiled / ONNX paths specialise once more
+        times = time_calls(lambda: run(xb), 1, req.repeats, "cpu", req.time_budget_s)
+        res.update(throughput_img_s=req.batch / median(times), throughput_runs=len(times))
+
+
+def probe_predict(req: Any, res: dict[str, Any]) -> None:
+    """Seconds per `predict_volume` call on a Hippocampus-sized volume with ``req.spec``'s members.
+
+    ``req.spec`` is a checkpoint (path or shipped name); ``req.engine`` is ``"tta"`` or ``"no_tta"``;
+    ``req.batch`` > 0 keeps only that many members (e.g. 1: one slice axis).
+    """
+    from ..engine.checkpoint import load_members
+    from ..engine.inference import predict_volume
+
+    members, _, _, _ = load_members(req.spec or None)
+    if req.batch > 0:
+        members = members[: req.batch]
+    rng = np.random.default_rng(req.seed)
+    image = rng.normal(100, 20, PREDICT_SHAPE).astype(np.float32)
+    tta = req.engine == "tta"
+    with torch.inference_mode():
+        predict_volume(members, image, tta=tta, affine=np.eye(4))  # warm-up
+        times = time_calls(
+            lambda: predict_volume(members, image, tta=tta, affine=np.eye(4)),
+            0, req.repeats, "cpu", req.time_budget_s,
+        )  # fmt: skip
+    res.update(members=len(members), tta=tta, predict_s=median(times), predict_runs=len(times))
+
+
+# -- parent side: one child per (model, engine) and per predict setting; table and goals ---------------
+
+_KEEP = ("status", "reason", "flops", "latency_ms", "throughput_img_s", "first_call_s", "max_abs_diff",
+         "members", "tta", "predict_s")  # fmt: skip
+PREDICT_SETTINGS = ((1, "no_tta"), (1, "tta"), (0, "no_tta"), (0, "tta"))  # (members, 0 = all; TTA)
+
+
+def run_engine_probes(
+    specs: list, engines: tuple[str, ...], base: Any, timeout_s: float, bar: Any
+) -> list[dict]:
+    """Throughput and latency of every spec under every engine, each in a fresh child process."""
+    from dataclasses import replace
+
+    from .probe import run_probe
+
+    rows = []
+    for spec in specs:
+        for engine in engines:
+            bar.set_postfix_str(f"{spec.label} / {engine}")
+            res = run_probe(replace(base, kind="engine", spec=spec.label, engine=engine), timeout_s)
+            rows.append({"label": spec.label, "engine": engine, **{k: res[k] for k in _KEEP if k in res}})
+            bar.update()
+    return rows
+
+
+def run_predict_probes(checkpoint: str, base: Any, timeout_s: float, bar: Any) -> list[dict]:
+    """Seconds per whole-volume predict for 1 member / all members, without / with mirror TTA."""
+    from dataclasses import replace
+
+    from .probe import run_probe
+
+    rows = []
+    for members, tta in PREDICT_SETTINGS:
+        bar.set_postfix_str(f"predict {checkpoint} ({members or 'all'} member(s), {tta})")
+        req = replace(
+            base, kind="predict", spec=checkpoint, engine=tta, batch=members, repeats=max(base.repeats, 5)
+        )
+        rows.append(
+            {"checkpoint": checkpoint, **{k: v for k, v in run_probe(req, timeout_s).items() if k in _KEEP}}
+        )
+        bar.update()
+    return rows
+
+
+def _best(rows: list[dict], label: str) -> dict | None:
+    ok = [r for r in rows if r["label"] == label and r.get("status") == "ok" and r.get("throughput_img_s")]
+    return max(ok, key=lambda r: r["throughput_img_s"], default=None)
+
+
+def engine_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Throughput of EMF-former-S >= 4x the UNet's (best engine of each), and predict <= 0.2 s."""
+    goals = []
+    rows = report.get("engines") or []
+    side = report["meta"]["size"]
+    text = f"EMF-former-S inference throughput >= 4x MONAI UNet's at {side}^2 (best engine of each)"
+    s, u = _best(rows, "emf_former_s"), _best(rows, "unet")
+    if s is None or u is None:
+        goals.append(_goal("engine_throughput", text, None, "needs --engines with emf_former_s and unet"))
+    else:
+        ratio = s["throughput_img_s"] / u["throughput_img_s"]
+        detail = (f"{ratio:.2f}x: {s['throughput_img_s']:.1f} img/s ({s['engine']}) vs "
+                  f"{u['throughput_img_s']:.1f} img/s ({u['engine']})")  # fmt: skip
+        goals.append(_goal("engine_throughput", text, ratio >= 4, detail))
+    for r in report.get("predict") or []:
+        if r.get("status") != "ok":
+            continue
+        text = (f"predict of one Hippocampus volume <= 0.2 s ({r['checkpoint']}, {r['members']} member(s), "
+                f"TTA {'on' if r['tta'] else 'off'})")  # fmt: skip
+        goals.append(_goal("predict_latency", text, r["predict_s"] <= 0.2, f"{r['predict_s']:.3f} s"))
+    return goals
+
+
+def engine_markdown(report: dict[str, Any]) -> list[str]:
+    """The engine and predict tables of bench.md (empty when they were not measured)."""
+    meta, peak = report["meta"], report["meta"].get("matmul_peak_gflops")
+    lines: list[str] = []
+    if report.get("engines"):
+        lines += ["", f"## Inference engines at {meta['size']}x{meta['size']}", "",
+                  f"| Model | Engine | Throughput b{meta['batch']} (img/s) | vs eager | Latency b1 (ms) | % of peak "
+                  "| First call (s) | max abs logit diff vs eager | Status |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        for r in report["engines"]:
+            eager = next(
+                (e for e in report["engines"] if e["label"] == r["label"] and e["engine"] == "eager"), {}
+            )
+            tp, flops = r.get("throughput_img_s"), r.get("flops")
+            gain = tp / eager["throughput_img_s"] if tp and eager.get("throughput_img_s") else None
+            frac = 100 * flops * tp / 1e9 / peak if tp and flops and peak else None
+            lines.append(f"| {r['label']} | {r['engine']} | {_fmt(tp)} | {_fmt(gain, '.2f')} | {_fmt(r.get('latency_ms'))} "
+                         f"| {_fmt(frac)} | {_fmt(r.get('first_call_s'), '.2f')} | {_fmt(r.get('max_abs_diff'), '.1e')} "
+                         f"| {r.get('status')}{': ' + r['reason'] if r.get('reason') else ''} |")  # fmt: skip
+    if report.get("predict"):
+        lines += ["", f"## Whole-volume predict ({'x'.join(map(str, PREDICT_SHAPE))} voxels, after one warm-up call)",
+                  "", "| Checkpoint | Members | TTA | Seconds per volume | Status |", "|---|---:|---|---:|---|"]  # fmt: skip
+        for r in report["predict"]:
+            lines.append(f"| {r['checkpoint']} | {r.get('members', '-')} | {'on' if r.get('tta') else 'off'} "
+                         f"| {_fmt(r.get('predict_s'), '.3f')} | {r.get('status')} |")  # fmt: skip
+    return lines
+
+
+def _fmt(value: Any, fmt: str = ".1f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _goal(gid: str, text: str, ok: bool | None, detail: str) -> dict[str, Any]:
+    return {
+        "id": gid,
+        "text": text,
+        "status": "N/A" if ok is None else ("PASS" if ok else "FAIL"),
+        "detail": detail,
+    }

@@ -1,0 +1,63 @@
+"""Inference engines give the eager network's logits; the predict probe times a real checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emfformer.bench.engines import ENGINES, engine_goals, engine_markdown, prepare_engine, probe_predict
+from emfformer.bench.probe import ProbeRequest
+from emfformer.models import build_model
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "compile"])  # compile: minutes; bench only
+def test_engines_match_the_eager_network(engine: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("emf_former_t", 32, 1, 3).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so that folding is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.inference_mode():
+        expected = model(x)
+        run = prepare_engine(model, engine, x, threads=1)
+        got = torch.as_tensor(run(x))
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_engine_is_refused() -> None:
+    with pytest.raises(ValueError, match="engine must be one of"):
+        prepare_engine(torch.nn.Identity(), "tensorrt", torch.zeros(1), 1)
+
+
+def test_predict_probe_times_the_shipped_model() -> None:
+    res: dict = {}
+    probe_predict(ProbeRequest(kind="predict", spec="hippocampus", engine="no_tta", batch=1, repeats=1), res)
+    assert res["members"] == 1 and res["tta"] is False and res["predict_s"] > 0
+
+
+def test_goals_compare_the_best_engine_of_each_model() -> None:
+    report = {
+        "meta": {"size": 224, "batch": 16, "matmul_peak_gflops": 100.0},
+        "engines": [
+            {
+                "label": "emf_former_s",
+                "engine": "eager",
+                "status": "ok",
+                "throughput_img_s": 30.0,
+                "flops": 1e9,
+            },
+            {"label": "emf_former_s", "engine": "onnxruntime", "status": "ok", "throughput_img_s": 50.0},
+            {"label": "unet", "engine": "eager", "status": "ok", "throughput_img_s": 10.0},
+        ],
+        "predict": [{"checkpoint": "x", "members": 1, "tta": False, "status": "ok", "predict_s": 0.1}],
+    }
+    goals = engine_goals(report)
+    assert (
+        goals[0]["status"] == "PASS" and "5.00x" in goals[0]["detail"] and "onnxruntime" in goals[0]["detail"]
+    )
+    assert goals[1]["status"] == "PASS"
+    text = "\n".join(engine_markdown(report))
+    assert "| emf_former_s | onnxruntime | 50.0 | 1.67 |" in text and "| x | 1 | off | 0.100 | ok |" in text
