@@ -69,7 +69,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    return atomic_write(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
+    try:
+        return atomic_write(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
+    except OSError as exc:  # disk full, quota, permissions: the previous file is untouched
+        raise OSError(
+            exc.errno,
+            f"could not write checkpoint {path}: {exc.strerror or exc}. The previous {Path(path).name} (if any) "
+            "is intact; free space or fix the folder, then continue with --resume",
+        ) from exc
 
 
 def resolve_checkpoint(spec: str | Path | None) -> Path:
