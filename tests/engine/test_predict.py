@@ -205,7 +205,7 @@ def _bad_rgb(folder: Path) -> Path:
 
 BAD_FILES = [
     (_bad_4d, "single-channel 3D volume"),
-    (_bad_corrupt, "Cannot read NIfTI"),
+    (_bad_corrupt, "Cannot read image file"),
     (_bad_2d, "3D volume"),
     (_bad_nan, "NaN or infinite"),
     (_bad_truncated, "Is the file complete"),
@@ -242,7 +242,11 @@ def test_bad_paths_raise_data_error(good_file: Path, trained_run: Path, tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "labels"
-    cases = [(text, "not a NIfTI file"), (tmp_path / "missing.nii.gz", "does not exist"), (empty, "No .nii")]
+    cases = [
+        (text, "not an image file"),
+        (tmp_path / "missing.nii.gz", "does not exist"),
+        (empty, "No image files"),
+    ]
     for inputs, match in cases:
         with pytest.raises(DataError, match=match):
             run_prediction(inputs, out, trained_run / "best.pt", progress=False)
@@ -269,3 +273,23 @@ def test_bad_checkpoint_raises_value_error(good_file: Path, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="Checkpoint not found"):
         run_prediction(good_file, out, tmp_path / "none.pt", progress=False)
     assert not out.exists()
+
+
+def test_nrrd_and_mha_scans_get_labels_in_their_own_format(trained_run: Path, tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    img = sitk.GetImageFromArray(_phantom((12, 28, 24), np.random.default_rng(3)))  # (z, y, x)
+    img.SetSpacing((1.0, 1.0, 1.5))
+    img.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    for name in ("a.nrrd", "b.mha", "c.nii.gz"):  # the same scan in three formats
+        sitk.WriteImage(img, str(scans / name))
+    written = run_prediction(scans, tmp_path / "labels", trained_run / "best.pt", progress=False)
+    assert [p.name for p in written] == ["a.nrrd", "b.mha", "c.nii.gz"]
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(written[2])))
+    for path in written[:2]:
+        out = sitk.ReadImage(str(path))
+        assert out.GetSize() == img.GetSize() and out.GetSpacing() == img.GetSpacing()
+        np.testing.assert_allclose(out.GetDirection(), img.GetDirection())
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(out), reference)

@@ -13,18 +13,35 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Case", "DatasetInfo", "Volume", "load_volume", "DataError", "NIFTI_SUFFIXES", "nifti_stem"]
+from .formats import ITK_SUFFIXES, read_itk
+
+__all__ = [
+    "Case",
+    "DatasetInfo",
+    "Volume",
+    "load_volume",
+    "DataError",
+    "NIFTI_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "nifti_stem",
+]
 
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES  # what predict / segment read (ITK formats: SimpleITK)
 
 
 def nifti_stem(name: str) -> str:
-    """``case_001.nii.gz`` -> ``case_001`` (also ``.nii``); other names are returned unchanged."""
-    for ending in NIFTI_SUFFIXES:
-        if name.endswith(ending):
+    """``case_001.nii.gz`` -> ``case_001`` (also ``.nii``, ``.nrrd``, ``.mha``); other names unchanged."""
+    for ending in IMAGE_SUFFIXES:
+        if name.lower().endswith(ending):
             return name[: -len(ending)]
     return name
+
+
+def _kind(path: Path) -> str:
+    suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), "")
+    return {".nrrd": "NRRD", ".mha": "MetaImage"}.get(suffix, ".nii/.nii.gz")
 
 
 class DataError(ValueError):
@@ -85,9 +102,9 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise DataError(f"File not found: {path}. Check the dataset folder or re-run `emfformer download`.")
     try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise DataError(f"Cannot read NIfTI file {path}: {exc}. Is it a valid .nii/.nii.gz file?") from exc
+        img = read_itk(path) if path.name.lower().endswith(ITK_SUFFIXES) else nib.load(str(path))
+    except Exception as exc:  # nibabel / SimpleITK raise several types for corrupt files
+        raise DataError(f"Cannot read image file {path}: {exc}. Is it a valid {_kind(path)} file?") from exc
     if len(img.shape) != 3:
         raise DataError(
             f"{path} has shape {img.shape}; emfformer expects a single-channel 3D volume (X, Y, Z)."

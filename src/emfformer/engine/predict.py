@@ -1,4 +1,4 @@
-"""Prediction: NIfTI file(s) in -> label NIfTI(s) out, same names, shape, affine and header.
+"""Prediction: scan file(s) in -> label file(s) out, same names, format, shape, affine and header.
 
 All inputs are checked before anything is written (no partial output on bad input); each output is
 written atomically. Optional PNG overlays show the image with the predicted labels.
@@ -17,7 +17,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ..data.cases import NIFTI_SUFFIXES, Case, DataError, load_volume, nifti_stem
+from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem
+from ..data.formats import ITK_SUFFIXES, write_itk_labels
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_members
 from .export import load_exported
@@ -29,24 +30,26 @@ log = logging.getLogger(__name__)
 
 
 def find_inputs(inputs: str | Path) -> list[Path]:
-    """A NIfTI file, or every ``.nii``/``.nii.gz`` file directly inside a folder (sorted).
+    """An image file, or every ``.nii``/``.nii.gz``/``.nrrd``/``.mha`` file directly inside a folder (sorted).
 
     Raises:
         DataError: the path does not exist, is not NIfTI, or the folder holds no NIfTI file.
     """
     path = Path(inputs)
     if path.is_file():
-        if not path.name.endswith(NIFTI_SUFFIXES):
-            raise DataError(f"{path} is not a NIfTI file (.nii or .nii.gz).")
+        if not path.name.lower().endswith(IMAGE_SUFFIXES):
+            raise DataError(f"{path} is not an image file emfformer reads ({', '.join(IMAGE_SUFFIXES)}).")
         return [path]
     if path.is_dir():
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("._")  # macOS debris
+            if p.is_file()
+            and p.name.lower().endswith(IMAGE_SUFFIXES)
+            and not p.name.startswith("._")  # macOS debris
         )
         if not files:
-            raise DataError(f"No .nii/.nii.gz files in folder {path}.")
+            raise DataError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}.")
         return files
     raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
 
@@ -99,11 +102,17 @@ def _segment(
     vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
     with torch.inference_mode():
         labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine)
-    header = vol.header.copy()
     dtype = np.uint8 if num_classes <= 256 else np.int16
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(1, 0)
-    path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / f.name)
+    if f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
+        suffix = Path(f.name).suffix
+        path = atomic_write(
+            out / f.name, lambda tmp: write_itk_labels(labels.astype(dtype), f, tmp), suffix=suffix
+        )
+    else:
+        header = vol.header.copy()
+        header.set_data_dtype(dtype)
+        header.set_slope_inter(1, 0)
+        path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / f.name)
     if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
         save_overlay(
             vol.image, labels, out / "overlays" / f"{f.name}.png", num_classes, members[0][1].slice_axis

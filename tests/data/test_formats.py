@@ -1,0 +1,68 @@
+"""NRRD and MetaImage scans read like NIfTI (voxels and world geometry) and labels go back in their format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from emfformer.data.cases import Case, DataError, load_volume
+from emfformer.data.formats import write_itk_labels
+
+
+def _scan(rng: np.random.Generator) -> sitk.Image:
+    img = sitk.GetImageFromArray(rng.normal(size=(7, 9, 11)).astype(np.float32))  # (z, y, x) = 11 x 9 x 7
+    img.SetSpacing((0.7, 1.2, 2.5))
+    img.SetOrigin((10.0, -20.0, 5.0))
+    angle = np.deg2rad(20)
+    img.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, -1))
+    return img
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_formats_read_like_the_same_scan_in_nifti(suffix: str, tmp_path: Path) -> None:
+    img = _scan(np.random.default_rng(0))
+    sitk.WriteImage(img, str(tmp_path / f"scan{suffix}"))
+    sitk.WriteImage(img, str(tmp_path / "scan.nii.gz"))  # ITK's own NIfTI writer: the reference geometry
+    got = load_volume(Case("scan", tmp_path / f"scan{suffix}"))
+    ref = nib.load(tmp_path / "scan.nii.gz")
+    np.testing.assert_array_equal(got.image, np.asarray(ref.dataobj, dtype=np.float32))
+    np.testing.assert_allclose(got.affine, ref.affine, atol=1e-5)
+    np.testing.assert_allclose(got.spacing, (0.7, 1.2, 2.5), atol=1e-6)
+
+
+def test_labels_are_written_back_with_the_input_geometry(tmp_path: Path) -> None:
+    img = _scan(np.random.default_rng(1))
+    sitk.WriteImage(img, str(tmp_path / "scan.nrrd"))
+    labels = np.random.default_rng(2).integers(0, 3, size=(11, 9, 7)).astype(np.uint8)  # (x, y, z)
+    write_itk_labels(labels, tmp_path / "scan.nrrd", tmp_path / "labels.nrrd")
+    out = sitk.ReadImage(str(tmp_path / "labels.nrrd"))
+    assert out.GetSize() == img.GetSize() and out.GetSpacing() == img.GetSpacing()
+    np.testing.assert_allclose(out.GetOrigin(), img.GetOrigin(), atol=1e-9)
+    np.testing.assert_allclose(out.GetDirection(), img.GetDirection(), atol=1e-9)  # NRRD text: last digit
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out).transpose(2, 1, 0), labels)
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (sitk.Image(8, 8, sitk.sitkFloat32), "2 dimensions"),
+        (sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), "3 values per voxel"),
+    ],
+)
+def test_non_volumes_are_refused_naming_the_file(image: sitk.Image, match: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.mha"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(DataError, match=match) as info:
+        load_volume(Case("bad", path))
+    assert str(path) in str(info.value)
+
+
+def test_a_corrupt_nrrd_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.nrrd"
+    path.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 10\nencoding: raw\n\n" + b"\0" * 100)
+    with pytest.raises(DataError, match="Cannot read image file .*broken.nrrd"):
+        load_volume(Case("broken", path))
