@@ -203,7 +203,7 @@ def _add_evaluate_parser(sub: Any, commands: dict[str, Callable[[argparse.Namesp
 
 def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("predict", help="segment NIfTI volumes; outputs keep names, shape, affine, header")
-    p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz file or a folder of them")
+    p.add_argument("-i", "--input", required=True, help="a .nii/.nii.gz/.nrrd/.mha file or a folder of them")
     p.add_argument("-o", "--output", required=True, help="output folder for the label files")
     _add_checkpoint_args(p)
     p.add_argument(
