@@ -4,7 +4,7 @@
 #
 #   bash scripts/train_headline.sh --data DIR [--seed 0] [--out runs/headline_s0] [--threads 2]
 #
-# About 35 min of training on a 2-core CPU with 2 threads (3 x 16 epochs on 166 cases; docs/results.md).
+# About 50 min of training on an idle 2-core CPU with 2 threads (3 x 16 epochs on 166 cases; docs/results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=""; SEED=0; OUT=""; THREADS=2
