@@ -116,6 +116,20 @@ def test_path_traversal_refused(served: tuple[Path, str], tmp_path: Path) -> Non
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "to").exists()
 
 
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE])
+def test_links_and_devices_in_a_tar_are_refused(
+    served: tuple[Path, str], tmp_path: Path, kind: bytes
+) -> None:
+    folder, base = served
+    with tarfile.open(folder / "links.tar", "w") as tf:
+        info = tarfile.TarInfo("Task04_Hippocampus/dataset.json")
+        info.type, info.linkname = kind, "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(DataError, match="is a link or device"):
+        download_dataset("hippocampus", tmp_path / "to", url=f"{base}/links.tar", progress=False)
+    assert not (tmp_path / "to").exists()
+
+
 def test_wrong_layout(served: tuple[Path, str], tmp_path: Path) -> None:
     folder, base = served
     with zipfile.ZipFile(folder / "other.zip", "w") as zf:

@@ -75,11 +75,20 @@ def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, t
         (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit"),  # also contradicts class_names
         (lambda s: s.update(model_name="emf_former_s"), "do not fit"),
         (lambda s: s["model"].pop(next(iter(s["model"]))), "do not fit"),
+        (lambda s: s["model"].update({"extra.weight": torch.zeros(3)}), "do not fit"),
         (lambda s: s["model_kwargs"].update(bogus=1), "do not fit"),
         (lambda s: s.update(class_names=["only", "two"]), "do not fit their class names"),
         (lambda s: next(iter(s["model"].values())).fill_(float("nan")), "NaN/inf"),
     ],
-    ids=["num_classes", "architecture", "missing key", "bad kwargs", "class names", "nan weights"],
+    ids=[
+        "num_classes",
+        "architecture",
+        "missing key",
+        "extra key",
+        "bad kwargs",
+        "class names",
+        "nan weights",
+    ],
 )
 def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path, change, match: str) -> None:
     state = load_checkpoint(trained_run / "best.pt")

@@ -293,3 +293,16 @@ def test_nrrd_and_mha_scans_get_labels_in_their_own_format(trained_run: Path, tm
         assert out.GetSize() == img.GetSize() and out.GetSpacing() == img.GetSpacing()
         np.testing.assert_allclose(out.GetDirection(), img.GetDirection())
         np.testing.assert_array_equal(sitk.GetArrayFromImage(out), reference)
+
+
+def test_x_nii_and_x_nii_gz_in_one_folder_keep_separate_outputs(trained_run: Path, tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rng = np.random.default_rng(4)
+    nib.save(nib.Nifti1Image(_phantom((24, 28, 6), rng), np.eye(4)), scans / "x.nii")
+    nib.save(nib.Nifti1Image(_phantom((20, 26, 5), rng), np.eye(4)), scans / "x.nii.gz")
+    out = tmp_path / "labels"
+    written = run_prediction(scans, out, trained_run / "best.pt", overlays=True, progress=False)
+    assert sorted(p.name for p in written) == ["x.nii", "x.nii.gz"]
+    assert nib.load(out / "x.nii").shape == (24, 28, 6) and nib.load(out / "x.nii.gz").shape == (20, 26, 5)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["x.nii.gz.png", "x.nii.png"]

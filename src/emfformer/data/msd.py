@@ -184,7 +184,10 @@ def _case_problems(case: Case, num_classes: int) -> list[str]:
     elif not np.allclose(lab.affine, img.affine, atol=1e-3):
         problems.append(f"{case.case_id}: label {case.label} and image {case.image} have different affines")
     if not problems:
-        values = np.unique(np.asarray(lab.dataobj))
+        try:
+            values = np.unique(np.asarray(lab.dataobj))
+        except Exception as exc:  # EOFError, zlib.error... for truncated or corrupt files
+            return [f"{case.case_id}: cannot read the voxels of {case.label}: {exc} (is the file complete?)"]
         bad = [v for v in values.tolist() if not (np.isfinite(v) and v == int(v) and 0 <= v < num_classes)]
         if bad:
             problems.append(

@@ -67,7 +67,8 @@ def run_evaluation(
     splits = _splits_for(states[0], paths[0], splits_file, cfg.data.dataset)
     info = load_dataset(cfg.data, check=False)
     cases = select_cases(info, cfg.data, part, splits)
-    volumes = [load_volume(c) for c in tqdm(cases, desc="load", disable=not progress, leave=False)]
+    with tqdm(cases, desc="load", disable=not progress, leave=False) as bar:  # closed (cleared) on errors too
+        volumes = [load_volume(c) for c in bar]
     with torch.inference_mode():
         rows, summary = evaluate_volumes(
             members, volumes, class_names, hd95=True, bf16=bf16, tta=tta, progress=progress

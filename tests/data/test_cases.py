@@ -1,0 +1,59 @@
+"""load_volume refuses what it cannot segment faithfully, with one message naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emfformer.data.cases import Case, DataError, load_volume
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def test_a_header_claiming_30000_cubed_voxels_is_refused_before_reading(tmp_path: Path) -> None:
+    path = _save(tmp_path / "huge.nii", np.zeros((2, 2, 2), np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[42:48] = np.array([30000, 30000, 30000], dtype="<i2").tobytes()  # dim[1..3] in the header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"claims 30000x30000x30000 voxels .*Is the header corrupt\?") as info:
+        load_volume(Case("huge", path))
+    assert str(path) in str(info.value)
+
+
+def test_complex_voxels_are_refused_not_truncated_to_their_real_part(tmp_path: Path) -> None:
+    path = _save(
+        tmp_path / "complex.nii.gz", (np.ones((4, 4, 4)) + 1j * np.ones((4, 4, 4))).astype(np.complex64)
+    )
+    with pytest.raises(DataError, match="complex") as info:
+        load_volume(Case("c", path))
+    assert "magnitude" in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_voxels_are_refused_with_their_count(tmp_path: Path, value: float) -> None:
+    data = np.zeros((4, 4, 4), np.float32)
+    data[0, 0, :2] = value
+    path = _save(tmp_path / "bad.nii.gz", data)
+    with pytest.raises(DataError, match=r"holds 2 NaN or infinite voxel\(s\)"):
+        load_volume(Case("b", path))
+
+
+def test_a_degenerate_affine_is_refused(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), None)
+    img.header["sform_code"] = 1  # an sform whose second axis has no extent: orientation and spacing unknown
+    img.header["srow_x"], img.header["srow_y"], img.header["srow_z"] = (
+        [1, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 1, 0],
+    )
+    path = tmp_path / "flat.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(DataError, match="degenerate affine") as info:
+        load_volume(Case("f", path))
+    assert str(path) in str(info.value)
