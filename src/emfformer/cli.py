@@ -80,7 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("give either --checkpoint or --onnx, not both")
     written = run_prediction(
         args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
-        exported=args.onnx,
+        exported=args.onnx, engine=args.engine,
     )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.output}")
     return 0
@@ -210,6 +210,10 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         "--onnx", help="an ONNX or TorchScript file from `emfformer export` (instead of --checkpoint)"
     )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
+    p.add_argument(
+        "--engine", choices=["torch", "onnxruntime"], default="torch",
+        help="run the networks with PyTorch or, exported on the fly and checked, onnxruntime (faster on CPU)",
+    )  # fmt: skip
     _add_runtime_args(p)
     commands["predict"] = _predict
 

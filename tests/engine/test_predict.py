@@ -306,3 +306,16 @@ def test_x_nii_and_x_nii_gz_in_one_folder_keep_separate_outputs(trained_run: Pat
     assert sorted(p.name for p in written) == ["x.nii", "x.nii.gz"]
     assert nib.load(out / "x.nii").shape == (24, 28, 6) and nib.load(out / "x.nii.gz").shape == (20, 26, 5)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["x.nii.gz.png", "x.nii.png"]
+
+
+def test_onnxruntime_engine_writes_the_same_labels(
+    trained_run: Path, geometry_inputs: Path, tmp_path: Path
+) -> None:
+    torch_out = run_prediction(geometry_inputs, tmp_path / "torch", trained_run / "best.pt", progress=False)
+    ort_out = run_prediction(
+        geometry_inputs, tmp_path / "ort", trained_run / "best.pt", progress=False, engine="onnxruntime"
+    )
+    for a, b in zip(torch_out, ort_out, strict=True):
+        np.testing.assert_array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj))
+    with pytest.raises(ValueError, match="engine must be torch or onnxruntime"):
+        run_prediction(geometry_inputs, tmp_path / "x", trained_run / "best.pt", progress=False, engine="tvm")

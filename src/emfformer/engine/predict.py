@@ -21,7 +21,7 @@ from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_ste
 from ..data.formats import ITK_SUFFIXES, write_itk_labels
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_members
-from .export import load_exported
+from .export import load_exported, onnx_members
 from .inference import Member, predict_volume, resolve_device
 
 __all__ = ["find_inputs", "run_prediction", "save_overlay", "SkippedInputs"]
@@ -130,13 +130,15 @@ def run_prediction(
     progress: bool = True,
     tta: bool | None = None,
     exported: str | Path | None = None,
+    engine: str = "torch",
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
     ``checkpoint``: a run's ``best.pt``, an ensemble file from ``emfformer pack``, a shipped name
     (default ``hippocampus``), or a list of these whose probabilities are averaged. ``exported``: an
     ONNX / TorchScript file from ``emfformer export`` instead (run through onnxruntime / TorchScript).
-    ``tta``: mirror test-time augmentation (``None``: what the checkpoint recommends).
+    ``tta``: mirror test-time augmentation (``None``: what the checkpoint recommends). ``engine``:
+    ``torch`` or ``onnxruntime`` (the networks exported to ONNX on the fly and checked; faster on CPU).
 
     Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
     With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
@@ -159,6 +161,10 @@ def run_prediction(
         members, class_names, recommended = load_exported(exported)
     else:
         members, class_names, recommended, _ = load_members(checkpoint, resolve_device(device))
+    if engine not in ("torch", "onnxruntime"):
+        raise ValueError(f"engine must be torch or onnxruntime, got {engine!r}")
+    if engine == "onnxruntime" and exported is None:
+        members = onnx_members(members)
     num_classes = len(class_names)
     tta = recommended if tta is None else tta
     good, bad = [], []
