@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emfformer.bench.engines import ENGINES, engine_goals, engine_markdown, prepare_engine, probe_predict
+from emfformer.bench.engines import ENGINES, engine_markdown, prepare_engine, probe_predict
 from emfformer.bench.probe import ProbeRequest
+from emfformer.bench.summary import engine_goals
 from emfformer.models import build_model
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import nibabel as nib
 import numpy as np
 import pytest
@@ -38,13 +39,9 @@ def test_bundle_layout_and_metadata_validate(bundle: Path, tmp_path: Path) -> No
     assert done.returncode == 0 and "verified with no error" in done.stdout + done.stderr, done.stderr[-2000:]
     meta = json.loads(meta_file.read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == [0, 2]
-    del meta["task"]  # the check can fail: a metadata file without a mandatory key is refused
-    broken = tmp_path / "metadata.json"
-    broken.write_text(json.dumps(meta))
-    assert (
-        _monai_bundle("verify_metadata", "--meta_file", str(broken), "--filepath", str(SCHEMA)).returncode
-        != 0
-    )
+    del meta["task"]  # the schema can fail: a metadata file without a mandatory key is refused
+    with pytest.raises(jsonschema.ValidationError, match="'task' is a required property"):
+        jsonschema.validate(meta, json.loads(SCHEMA.read_text()))  # in-process: a subprocess costs 5 s
 
 
 def test_monai_runner_segments_a_folder_like_predict(bundle: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,26 +64,25 @@ def _torchrun(overrides: dict, *extra: str) -> subprocess.CompletedProcess:
 def two_process_run(
     msd_phantom: Path, slice_cache: Path, make_overrides, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("ddp") / "run"
-    overrides = make_overrides(msd_phantom, out, slice_cache, **{"data.augment": False})
+    """MONAI's UNet trained 1 epoch by 2 processes (shared by the tests below, which never modify it)."""
+    out = tmp_path_factory.mktemp("ddp") / "two"
+    model = {"model.name": "unet", "model.kwargs": "{}", "data.augment": False}
+    overrides = make_overrides(msd_phantom, out, slice_cache, **model)
     done = _torchrun(overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, overrides
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(
-    msd_phantom: Path, slice_cache: Path, make_overrides, tmp_path: Path
+    two_process_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     """MONAI's UNet (instance norm: no statistic depends on the batch) trained 1 epoch by 2 processes
     with 4 slices each, and by 1 process with 8: the same samples per step, averaged gradients."""
-    model = {"model.name": "unet", "model.kwargs": "{}", "data.augment": False}
-    overrides = make_overrides(msd_phantom, tmp_path / "two", slice_cache, **model)
-    done = _torchrun(overrides)
-    assert done.returncode == 0, done.stderr[-3000:]
+    out, overrides = two_process_run
     single = run_training(
         load_config(None, {**overrides, "model.kwargs": {}, "out_dir": str(tmp_path / "one")})
     )
-    two, one = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(single / "last.pt")
+    two, one = load_checkpoint(out / "last.pt"), load_checkpoint(single / "last.pt")
     assert two["epoch"] == one["epoch"] == 1
     seed_everything(0)
     start = build_model("unet", 32, 1, 3).state_dict()
@@ -104,8 +104,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     assert val2 is not None and abs(val2 - val1) < 1e-2  # validation gathered from both ranks
 
 
-def test_only_rank_0_writes_and_resume_works_under_torchrun(two_process_run: tuple[Path, dict]) -> None:
-    out, overrides = two_process_run
+def test_only_rank_0_writes_and_resume_works_under_torchrun(
+    two_process_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(two_process_run[0], out)  # resume a copy: the shared run stays at epoch 1
+    overrides = two_process_run[1]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["best.pt", "config.yaml", "curves.png", "last.pt", "log.csv", "log.json", "splits.json"]
     done = _torchrun({k: v for k, v in overrides.items() if k in ("progress",)}, "--resume", "--out", str(out),

@@ -153,36 +153,6 @@ def run_predict_probes(checkpoint: str, base: Any, timeout_s: float, bar: Any) -
     return rows
 
 
-def _best(rows: list[dict], label: str) -> dict | None:
-    ok = [r for r in rows if r["label"] == label and r.get("status") == "ok" and r.get("throughput_img_s")]
-    return max(ok, key=lambda r: r["throughput_img_s"], default=None)
-
-
-def engine_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Throughput of EMF-former-S >= 4x the UNet's (best engine of each), and predict <= 0.2 s."""
-    goals = []
-    rows = report.get("engines") or []
-    side = report["meta"]["size"]
-    text = f"EMF-former-S inference throughput >= 4x MONAI UNet's at {side}^2 (best engine of each)"
-    s, u = _best(rows, "emf_former_s"), _best(rows, "unet")
-    if not rows:
-        pass  # the engine table is optional (--engines)
-    elif s is None or u is None:
-        goals.append(_goal("engine_throughput", text, None, "needs --engines with emf_former_s and unet"))
-    else:
-        ratio = s["throughput_img_s"] / u["throughput_img_s"]
-        detail = (f"{ratio:.2f}x: {s['throughput_img_s']:.1f} img/s ({s['engine']}) vs "
-                  f"{u['throughput_img_s']:.1f} img/s ({u['engine']})")  # fmt: skip
-        goals.append(_goal("engine_throughput", text, ratio >= 4, detail))
-    for r in report.get("predict") or []:
-        if r.get("status") != "ok":
-            continue
-        text = (f"predict of one Hippocampus volume <= 0.2 s ({r['checkpoint']}, {r['members']} member(s), "
-                f"TTA {'on' if r['tta'] else 'off'})")  # fmt: skip
-        goals.append(_goal("predict_latency", text, r["predict_s"] <= 0.2, f"{r['predict_s']:.3f} s"))
-    return goals
-
-
 def engine_markdown(report: dict[str, Any]) -> list[str]:
     """The engine and predict tables of bench.md (empty when they were not measured)."""
     meta, peak = report["meta"], report["meta"].get("matmul_peak_gflops")
@@ -213,12 +183,3 @@ def engine_markdown(report: dict[str, Any]) -> list[str]:
 
 def _fmt(value: Any, fmt: str = ".1f") -> str:
     return "-" if value is None else format(value, fmt)
-
-
-def _goal(gid: str, text: str, ok: bool | None, detail: str) -> dict[str, Any]:
-    return {
-        "id": gid,
-        "text": text,
-        "status": "N/A" if ok is None else ("PASS" if ok else "FAIL"),
-        "detail": detail,
-    }
