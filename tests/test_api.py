@@ -31,3 +31,24 @@ def test_segment_an_array_and_a_file_with_the_shipped_model(tmp_path: Path) -> N
     np.testing.assert_array_equal(emfformer.segment(path, model, tta=False), labels)
     with pytest.raises(DataError, match="finite 3D"):
         emfformer.segment(np.zeros((4, 4)), model)
+
+
+def test_segment_takes_a_name_and_refuses_bad_arguments_clearly(tmp_path: Path) -> None:
+    image = np.random.default_rng(1).normal(size=(20, 24, 16)).astype(np.float32)
+    model = emfformer.load_pretrained("Hippocampus")  # names in any case
+    np.testing.assert_array_equal(
+        emfformer.segment(image, "hippocampus", tta=False), emfformer.segment(image, model, tta=False)
+    )
+    np.testing.assert_array_equal(
+        emfformer.segment(image[..., None], model, tta=False), emfformer.segment(image, model, tta=False)
+    )
+    assert len(repr(model).splitlines()) == 1 and "axis 0" in repr(model)
+    with pytest.raises(ValueError, match="tta must be True, False or None"):
+        emfformer.segment(image, model, tta="no")
+    for affine in (np.eye(3), np.zeros((4, 4)), np.full((4, 4), np.nan)):
+        with pytest.raises(ValueError, match="finite, invertible 4x4"):
+            emfformer.segment(image, model, affine=affine)
+    with pytest.raises(TypeError, match="load_pretrained"):
+        emfformer.segment(image, 3)
+    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+        emfformer.create_model("emf_former_t", in_channels="1")

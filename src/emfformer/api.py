@@ -29,6 +29,12 @@ class Pretrained:
     class_names: list[str]
     tta: bool
 
+    def __repr__(self) -> str:  # the networks themselves would print hundreds of lines in a notebook
+        nets = ", ".join(
+            f"{type(m).__name__}(axis {pre.slice_axis}, {pre.size}x{pre.size})" for m, pre in self.members
+        )
+        return f"Pretrained(members=[{nets}], class_names={self.class_names}, tta={self.tta})"
+
 
 def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu") -> Pretrained:
     """Load a shipped model by name (``"hippocampus"``), a run's ``best.pt`` or a packed ensemble.
@@ -42,15 +48,26 @@ def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu
     return Pretrained(members, class_names, tta)
 
 
+def _checked_affine(affine: np.ndarray) -> np.ndarray:
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise ValueError(
+            f"affine must be a finite, invertible 4x4 voxel-to-world matrix (e.g. nibabel's img.affine), got "
+            f"shape {a.shape}" + ("" if a.shape != (4, 4) else " with a singular or non-finite 3x3 part")
+        )
+    return a
+
+
 def segment(
     image: str | Path | np.ndarray,
-    model: Pretrained | None = None,
+    model: Pretrained | str | Path | None = None,
     tta: bool | None = None,
     affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment a 3D scan: a NIfTI path or an (X, Y, Z) array -> int16 labels (X, Y, Z) on its grid.
 
-    ``model`` defaults to the shipped Hippocampus model; ``tta`` to what the model recommends. A file
+    ``model``: from :func:`load_pretrained`, or a name / path it takes; default the shipped
+    Hippocampus model. ``tta``: ``None`` = what the model recommends. A file
     is reoriented and resampled to the model's training grid and the labels come back on the file's
     grid. An array is taken as it is (already on the training grid) unless its 4x4 ``affine`` is given.
 
@@ -59,12 +76,23 @@ def segment(
         >>> labels.shape
         (36, 50, 35)
     """
-    model = model or load_pretrained()
+    if model is None or isinstance(model, str | Path):
+        model = load_pretrained("hippocampus" if model is None else model)
+    if not isinstance(model, Pretrained):
+        raise TypeError(
+            f"model must come from load_pretrained() (or be a name or path), got {type(model).__name__}"
+        )
+    if tta is not None and not isinstance(tta, bool):
+        raise ValueError(f"tta must be True, False or None (the model's recommendation), got {tta!r}")
     if isinstance(image, str | Path):
         vol = load_volume(Case(nifti_stem(Path(image).name), Path(image)))
         image, affine = vol.image, vol.affine
     image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 4 and image.shape[3] == 1:  # (X, Y, Z, 1): one channel / time point
+        image = image[..., 0]
     if image.ndim != 3 or not np.isfinite(image).all():
         raise DataError(f"segment needs a finite 3D array (X, Y, Z); got shape {image.shape}")
+    if affine is not None:
+        affine = _checked_affine(affine)
     with torch.inference_mode():
         return predict_volume(model.members, image, tta=model.tta if tta is None else tta, affine=affine)

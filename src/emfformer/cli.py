@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -55,7 +56,10 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = run_training(cfg, resume=True, resume_overrides=overrides)
     else:
         run_dir = run_training(load_config(args.config, overrides))
-    print(f"Run folder: {run_dir} (best.pt, last.pt, log.csv, curves.png, config.yaml, splits.json)")
+    written = sorted(
+        p.name for p in Path(run_dir).glob("[!.]*")
+    )  # what this run wrote (ACDC: no splits.json)
+    print(f"Run folder: {run_dir}" + (f" ({', '.join(written)})" if written else ""))
     return 0
 
 

@@ -130,7 +130,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
     """Save a NIfTI image atomically; the format (``.nii`` / ``.nii.gz``) follows ``path``'s suffix."""
     name = Path(path).name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    # the temp name carries the lower-case suffix nibabel needs; the final name keeps the user's case
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix.lower()
     return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), suffix=suffix)
 
 

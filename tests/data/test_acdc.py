@@ -138,3 +138,14 @@ def test_acdc_split_on_phantoms(acdc_root: Path) -> None:
     assert acdc_split(info, "train", strict=False) == parts["train"]
     with pytest.raises(ValueError, match="part"):
         acdc_split(info, "training")
+
+
+def test_info_cfg_with_a_byte_order_mark_and_uncompressed_frames(small_acdc: Path) -> None:
+    folder = small_acdc / "training" / "patient001"
+    cfg = folder / "Info.cfg"
+    cfg.write_bytes(b"\xef\xbb\xbf" + cfg.read_bytes())  # saved by a Windows editor
+    frame = next(p for p in folder.glob("*_frame*.nii.gz") if "_gt" not in p.name)
+    nib.save(nib.load(frame), frame.with_name(frame.name[: -len(".gz")]))  # gunzipped copy
+    frame.unlink()
+    case = next(c for c in read_acdc(small_acdc).cases if c.image.name == frame.name[: -len(".gz")])
+    assert load_volume(case).image.ndim == 3

@@ -57,3 +57,36 @@ def test_a_degenerate_affine_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="degenerate affine") as info:
         load_volume(Case("f", path))
     assert str(path) in str(info.value)
+
+
+def test_names_in_any_case_and_mislabelled_compression_are_read_from_their_bytes(tmp_path: Path) -> None:
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    reference = _save(tmp_path / "ref.nii.gz", data)
+    names = {"UPPER.NII.GZ": reference.read_bytes(), "Mixed.Nii.Gz": reference.read_bytes()}
+    names["plain_named_gz.nii.gz"] = _save(tmp_path / "plain.nii", data).read_bytes()  # not compressed
+    names["gz_named_plain.nii"] = reference.read_bytes()  # compressed
+    for name, raw in names.items():
+        (tmp_path / name).write_bytes(raw)
+        np.testing.assert_array_equal(load_volume(Case(name, tmp_path / name)).image, data, err_msg=name)
+
+
+def test_a_trailing_singleton_axis_is_dropped_and_other_shapes_get_a_hint(tmp_path: Path) -> None:
+    vol = load_volume(Case("one", _save(tmp_path / "one.nii.gz", np.ones((3, 4, 5, 1), np.float32))))
+    assert vol.image.shape == (3, 4, 5)
+    with pytest.raises(DataError, match="several volumes .*four_to_three"):
+        load_volume(Case("cine", _save(tmp_path / "cine.nii.gz", np.ones((3, 4, 5, 2), np.float32))))
+    with pytest.raises(DataError, match=r"2D slice can be saved as \(X, Y, 1\)"):
+        load_volume(Case("flat", _save(tmp_path / "flat.nii.gz", np.ones((3, 4), np.float32))))
+
+
+def test_a_header_without_qform_and_sform_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    img = nib.Nifti1Image(np.ones((3, 4, 5), np.float32), None)  # both codes 0
+    nib.save(img, tmp_path / "bare.nii.gz")
+    for _ in range(2):
+        load_volume(Case("bare", tmp_path / "bare.nii.gz"))
+    warned = [r for r in caplog.records if "neither a qform nor an sform" in r.getMessage()]
+    assert len(warned) == 1 and "bare.nii.gz" in warned[0].getMessage()
+    load_volume(Case("ok", _save(tmp_path / "ok.nii.gz", np.ones((3, 4, 5), np.float32))))
+    assert len([r for r in caplog.records if "neither a qform" in r.getMessage()]) == 1

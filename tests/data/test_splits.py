@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from emfformer.data.acdc import load_acdc_split
 from emfformer.data.cases import DataError
-from emfformer.data.splits import get_split, load_or_create_splits, make_splits
+from emfformer.data.locate import read_dataset
+from emfformer.data.splits import SPLIT_PARTS, get_split, load_or_create_splits, make_splits, select_cases
+from emfformer.data.synthetic import write_acdc_phantoms
 
 IDS = [f"case_{i:03d}" for i in range(23)]
 
@@ -82,3 +86,42 @@ def test_malformed_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"test": ["a"], "folds": [{"train": ["a"], "val": ["b"]}]}))
     with pytest.raises(DataError, match="overlapping"):
         load_or_create_splits(path, ["a", "b"])
+
+
+def _acdc_settings(fold: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        dataset="acdc", fold=fold, n_folds=5, test_fraction=0.2, split_seed=0, max_cases=None
+    )
+
+
+def test_acdc_fold_minus_one_trains_on_train_and_val_and_other_folds_are_refused(tmp_path: Path) -> None:
+    split = load_acdc_split()
+    patients = {"training": [int(p[-3:]) for p in split["train"][:2] + split["val"][:1] + split["test"][:1]]}
+    info = read_dataset(
+        "acdc", write_acdc_phantoms(tmp_path / "ACDC", patients, size=(24, 24), n_slices=(2, 3))
+    )
+    ids = {
+        part: [c.case_id for c in select_cases(info, _acdc_settings(0), part, tmp_path)]
+        for part in SPLIT_PARTS
+    }
+    assert (len(ids["train"]), len(ids["val"]), len(ids["test"])) == (4, 2, 2)  # ED + ES of each patient
+    everything = [c.case_id for c in select_cases(info, _acdc_settings(-1), "train", tmp_path)]
+    assert everything == sorted(ids["train"] + ids["val"])
+    with pytest.raises(ValueError, match="data.fold must be 0 .* or -1"):
+        select_cases(info, _acdc_settings(2), "train", tmp_path)
+
+
+def test_acdc_frames_without_ground_truth_are_left_out_of_their_part_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    split = load_acdc_split()
+    patients = {"training": [int(p[-3:]) for p in split["train"][:2] + split["test"][:1]]}
+    root = write_acdc_phantoms(tmp_path / "ACDC", patients, size=(24, 24), n_slices=(2, 3))
+    gt = next((root / "training" / split["train"][0]).glob("*_gt.nii.gz"))
+    gt.unlink()
+    info = read_dataset("acdc", root)  # the integrity check passes: the frame is merely unlabelled
+    test = select_cases(info, _acdc_settings(0), "test", tmp_path)
+    assert len(test) == 2 and "no ground truth" not in caplog.text
+    train = select_cases(info, _acdc_settings(0), "train", tmp_path)
+    assert len(train) == 3 and gt.name.replace("_gt.nii.gz", "") not in [c.case_id for c in train]
+    assert "have no ground truth and are left out" in caplog.text

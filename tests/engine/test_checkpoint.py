@@ -97,9 +97,10 @@ def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path
         model_from_checkpoint(state)
 
 
-def test_shipped_names_resolve_and_unknown_paths_say_what_exists(tmp_path: Path) -> None:
-    assert resolve_checkpoint(None) == resolve_checkpoint("hippocampus")
+def test_shipped_names_resolve_and_unknown_paths_say_what_exists(trained_run: Path, tmp_path: Path) -> None:
+    assert resolve_checkpoint(None) == resolve_checkpoint("hippocampus") == resolve_checkpoint("HIPPOCAMPUS")
     assert resolve_checkpoint("hippocampus").name == SHIPPED["hippocampus"]
+    assert resolve_checkpoint(trained_run) == trained_run / "best.pt"  # a run folder: its best checkpoint
     with pytest.raises(ValueError, match="hippocampus"):
         resolve_checkpoint(tmp_path / "missing.pt")
 

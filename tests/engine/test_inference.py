@@ -144,3 +144,49 @@ def test_lps_scan_at_0p7_mm_is_segmented_on_its_own_grid() -> None:
     # the same array taken as it is (no affine): flipped and at the wrong scale, so the test can fail
     naive = predict_volume([(_Sided(), pre)], image)
     assert ((naive == 1) & (truth == 1)).sum() < 0.5 * (truth == 1).sum()
+
+
+class _BatchSizes(_Intensity):
+    """_Intensity that records the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((64, 64), [64, 6]),
+        ((32, 32), [64, 6]),
+        ((256, 256), [4, 4, 1]),
+        ((1024, 16), [16, 3]),
+        ((800, 800), [1, 1]),
+    ],
+)
+def test_large_slices_go_in_smaller_batches_of_the_same_pixel_count(
+    shape: tuple[int, int], expected: list[int]
+) -> None:
+    model = _BatchSizes()
+    probs = predict_slices(model, torch.randn(sum(expected), 1, *shape), batch_size=64)
+    assert model.batches == expected
+    assert probs.shape == (sum(expected), 2, *shape)
+
+
+def test_thin_and_oversized_volumes_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    pre = PreprocessConfig(size=32, slice_axis=2)
+    grow = _Intensity()
+    grow.input_multiple = 16
+    predict_volume(
+        [(grow, pre), (grow, PreprocessConfig(size=32, slice_axis=0))], np.ones((20, 24, 1), np.float32)
+    )
+    assert "only 1 voxel(s) along axis 2" in caplog.text
+    caplog.clear()
+    predict_volume([(grow, pre)], np.ones((20, 24, 8), np.float32))
+    assert not caplog.records
+    predict_volume([(grow, pre)], np.ones((100, 24, 8), np.float32))
+    assert "trained on 32 x 32 crops" in caplog.text

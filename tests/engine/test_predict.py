@@ -268,6 +268,33 @@ def test_output_folder_equal_to_input_folder_is_refused(
     assert good_file.read_bytes() == before
 
 
+def test_an_output_that_is_a_file_or_named_like_one_is_refused(
+    good_file: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "taken").write_text("mine")
+    for out, match in (
+        (tmp_path / "taken", "is a file"),
+        (tmp_path / "label.nii.gz", "looks like a file name"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            run_prediction(good_file, out, trained_run / "best.pt", progress=False)
+    assert (tmp_path / "taken").read_text() == "mine" and not (tmp_path / "label.nii.gz").exists()
+
+
+def test_upper_and_mixed_case_file_names_are_segmented_under_their_own_names(
+    good_file: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("A.NII.GZ", "b.Nii.gz", "c.nii.gz"):
+        (folder / name).write_bytes(good_file.read_bytes())
+    written = run_prediction(folder, tmp_path / "out", trained_run / "best.pt", progress=False)
+    assert sorted(p.name for p in written) == ["A.NII.GZ", "b.Nii.gz", "c.nii.gz"]
+    assert (tmp_path / "out" / "A.NII.GZ").read_bytes()[:2] == b"\x1f\x8b"  # gzip, as the name says
+    labels = [np.asarray(load_volume(Case(p.name, p)).image) for p in written]
+    assert all((x == labels[0]).all() for x in labels)
+
+
 def test_bad_checkpoint_raises_value_error(good_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "labels"
     with pytest.raises(ValueError, match="Checkpoint not found"):

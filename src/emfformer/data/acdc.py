@@ -67,7 +67,8 @@ def read_info_cfg(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"Missing {path}; every ACDC patient folder has an Info.cfg (ED, ES, Group, ...).")
     values: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors is not part of "ED"
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
@@ -94,6 +95,12 @@ def _frame_number(info: dict[str, str], key: str, path: Path) -> int:
     return frame
 
 
+def _nifti_file(folder: Path, stem: str) -> Path:
+    """``folder/stem.nii.gz``, or ``folder/stem.nii`` when only the uncompressed file is there."""
+    gz = folder / f"{stem}.nii.gz"
+    return folder / f"{stem}.nii" if not gz.is_file() and (folder / f"{stem}.nii").is_file() else gz
+
+
 def _patient_cases(folder: Path, require_labels: bool) -> list[Case]:
     cfg = folder / "Info.cfg"
     info = read_info_cfg(cfg)
@@ -102,8 +109,8 @@ def _patient_cases(folder: Path, require_labels: bool) -> list[Case]:
     cases = []
     for frame in frames:
         case_id = f"{patient}_frame{frame:02d}"
-        image = folder / f"{case_id}.nii.gz"
-        label: Path | None = folder / f"{case_id}_gt.nii.gz"
+        image = _nifti_file(folder, case_id)
+        label: Path | None = _nifti_file(folder, f"{case_id}_gt")
         if not image.is_file():
             raise DataError(
                 f"Missing {image}: {cfg} names frame {frame} as ED/ES but its image is not there. "
@@ -111,10 +118,7 @@ def _patient_cases(folder: Path, require_labels: bool) -> list[Case]:
             )
         if not label.is_file():
             if require_labels:
-                raise DataError(
-                    f"Missing ground truth {label} for {image}. Re-extract the patient folder, or pass "
-                    "require_labels=False to read unlabelled frames."
-                )
+                raise DataError(f"Missing ground truth {label} for {image}. Re-extract the patient folder.")
             label = None
         cases.append(Case(case_id, image, label, info["Group"]))
     return cases

@@ -7,13 +7,18 @@ training, evaluation, prediction) only sees `Case` and `Volume`.
 
 from __future__ import annotations
 
+import gzip
+import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from .formats import ITK_SUFFIXES, read_itk
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Case",
@@ -98,17 +103,65 @@ class Volume:
 _MAX_VOLUME_BYTES = 8 * 2**30  # a header asking for more is refused before any voxel is read
 
 
+def _read_nifti_bytes(path: Path) -> nib.Nifti1Image:
+    """A NIfTI file read whole, compression told by its magic bytes, not by its name."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    kind = nib.Nifti2Image if int.from_bytes(raw[:4], "little") in (540, 469893120) else nib.Nifti1Image
+    return kind.from_bytes(raw)
+
+
+def _open_image(path: Path) -> nib.Nifti1Image:
+    """nibabel (or SimpleITK) image of ``path``. nibabel goes by the exact lower-case suffix, so names
+    such as ``SCAN.NII.GZ`` and files whose suffix lies about compression are read from their bytes."""
+    if path.name.lower().endswith(ITK_SUFFIXES):
+        return read_itk(path)
+    if path.name.endswith(NIFTI_SUFFIXES):
+        try:
+            return nib.load(str(path))
+        except Exception:  # e.g. a ``.nii.gz`` stored uncompressed: try the bytes, else report this error
+            try:
+                return _read_nifti_bytes(path)
+            except Exception:
+                pass
+            raise
+    return _read_nifti_bytes(path)
+
+
+@lru_cache(maxsize=1024)  # once per file, although a batch reads each file twice (check, then segment)
+def _warn_unknown_orientation(path: str) -> None:
+    log.warning(
+        "%s has neither a qform nor an sform (both codes 0): its orientation is unknown and taken as "
+        "nibabel's default (voxel axes scaled by pixdim, x flipped). Set the header's qform/sform if the "
+        "labels come out mirrored.",
+        path,
+    )
+
+
 def _load_nifti(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise DataError(f"File not found: {path}. Check the dataset folder or re-run `emfformer download`.")
     try:
-        img = read_itk(path) if path.name.lower().endswith(ITK_SUFFIXES) else nib.load(str(path))
+        img = _open_image(path)
     except Exception as exc:  # nibabel / SimpleITK raise several types for corrupt files
         raise DataError(f"Cannot read image file {path}: {exc}. Is it a valid {_kind(path)} file?") from exc
+    if len(img.shape) == 4 and img.shape[3] == 1:  # a 3D volume stored with one time point / channel
+        img = img.slicer[..., 0]
     if len(img.shape) != 3:
-        raise DataError(
-            f"{path} has shape {img.shape}; emfformer expects a single-channel 3D volume (X, Y, Z)."
+        hint = (
+            " It holds several volumes (e.g. a cine or multi-channel series): save each one as its own 3D file "
+            "(e.g. `nibabel.four_to_three`) and segment those."
+            if len(img.shape) == 4
+            else " A single 2D slice can be saved as (X, Y, 1)."
+            if len(img.shape) == 2
+            else ""
         )
+        raise DataError(
+            f"{path} has shape {img.shape}; emfformer expects a single-channel 3D volume (X, Y, Z).{hint}"
+        )
+    if isinstance(img, nib.Nifti1Image) and not (img.header["qform_code"] or img.header["sform_code"]):
+        _warn_unknown_orientation(str(path))
     dtype = img.get_data_dtype()
     if dtype.fields is not None or dtype.kind == "c":  # RGB(A) records, complex numbers
         raise DataError(

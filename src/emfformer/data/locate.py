@@ -104,7 +104,7 @@ def read_dataset(dataset: str, root: Path, check: bool = True) -> DatasetInfo:
     _check_dataset(dataset)
     if dataset != "acdc":
         return read_msd_dataset(Path(root), check=check)
-    info = read_acdc(Path(root), "training")
+    info = read_acdc(Path(root), "training", require_labels=False)  # frames without _gt: left out per part
     if check:
         check_msd_dataset(info)
     return info

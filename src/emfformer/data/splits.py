@@ -228,13 +228,7 @@ def select_cases(
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     if uses_shipped_split(data.dataset):
-        source = read_acdc(info.root, "testing") if part == "external_test" else info
-        cases = acdc_split(source, part, strict=False)
-        expected = 2 * len(load_acdc_split()[part])  # ED + ES frame of every patient of the part
-        if 0 < len(cases) < expected:
-            log.warning(
-                "ACDC part %s has %d of its %d frames (incomplete dataset?)", part, len(cases), expected
-            )
+        cases = _acdc_part(info, data.fold, part)
     else:
         if part == "external_test":
             raise ValueError("external_test exists only for ACDC; folder datasets have train | val | test")
@@ -248,10 +242,37 @@ def select_cases(
                 get_split(splits, max(data.fold, 0), part)
             )  # the test part is the same in every fold
         cases = [c for c in info.cases if c.case_id in wanted]
+    unlabelled = [c.case_id for c in cases if c.label is None]
+    if unlabelled:  # only ACDC readers leave a frame without its _gt file
+        log.warning(
+            "%d case(s) of part %s have no ground truth and are left out: %s", len(unlabelled), part,
+            ", ".join(unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else ""),
+        )  # fmt: skip
+        cases = [c for c in cases if c.label is not None]
     if data.max_cases is not None:
         cases = cases[: data.max_cases]
     if not cases:
         raise DataError(
             f"Part {part!r} of dataset {info.name} ({info.root}) holds no cases; check the split."
         )
+    return cases
+
+
+def _acdc_part(info: DatasetInfo, fold: int, part: str) -> list[Case]:
+    """ACDC's cases of ``part`` under the public split; ``fold`` -1 trains on train + val."""
+    if fold not in (0, -1):
+        raise ValueError(
+            f"ACDC has one public split (train / val / test), not folds: data.fold must be 0 (train on train, "
+            f"validate on val) or -1 (train on train + val, no validation), got {fold}."
+        )
+    source = read_acdc(info.root, "testing", require_labels=False) if part == "external_test" else info
+    names = (
+        (("train", "val") if part == "train" else ()) if fold == -1 and part in ("train", "val") else (part,)
+    )
+    cases = sorted(
+        (c for name in names for c in acdc_split(source, name, strict=False)), key=lambda c: c.case_id
+    )
+    expected = sum(2 * len(load_acdc_split()[name]) for name in names)  # ED + ES frame of every patient
+    if 0 < len(cases) < expected:
+        log.warning("ACDC part %s has %d of its %d frames (incomplete dataset?)", part, len(cases), expected)
     return cases

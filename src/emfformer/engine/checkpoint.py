@@ -80,15 +80,18 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def resolve_checkpoint(spec: str | Path | None) -> Path:
-    """A shipped name (``hippocampus``; ``None`` means it) or a path -> the checkpoint file.
+    """A shipped name (``hippocampus``, any case; ``None`` means it), a run folder (its ``best.pt``) or a
+    checkpoint path -> the checkpoint file.
 
     Raises:
         ValueError: the file does not exist (the message lists the shipped names).
     """
     spec = "hippocampus" if spec is None else spec
-    if str(spec) in SHIPPED:
-        return Path(str(resources.files("emfformer") / "weights" / SHIPPED[str(spec)]))
     path = Path(spec)
+    if str(spec).lower() in SHIPPED and not path.exists():  # a name, in any case
+        return Path(str(resources.files("emfformer") / "weights" / SHIPPED[str(spec).lower()]))
+    if path.is_dir() and (path / "best.pt").is_file():  # a run folder: its best checkpoint
+        return path / "best.pt"
     if not path.is_file():
         raise ValueError(
             f"Checkpoint not found: {path}. Give the best.pt / last.pt of a run folder, a file from "

@@ -8,6 +8,7 @@ test-time augmentation (``tta=True``) averages each model over the 4 in-plane mi
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,12 @@ __all__ = [
     "evaluate_volumes",
 ]
 
+log = logging.getLogger(__name__)
+
 Member = tuple[nn.Module, PreprocessConfig]  # a model and the preprocessing it was trained with
+# pixels per forward pass: 64 slices of 64 x 64; large slices go in smaller batches, so that memory
+# stays bounded (a batch of 64 slices of 512 x 512 would hold gigabytes of activations)
+_PIXELS_PER_BATCH = 64 * 64 * 64
 _MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
@@ -74,10 +80,13 @@ def predict_slices(
 ) -> torch.Tensor:
     """Softmax probabilities for 2D slices: (S, K, H, W) -> float32 (S, C, H, W) on the CPU.
 
-    ``tta``: the mean over the 4 in-plane mirrorings (each flipped back before averaging).
+    ``batch_size`` slices per forward pass at most, fewer for slices above 64 x 64 pixels (the same
+    pixels per pass). ``tta``: the mean over the 4 in-plane mirrorings (each flipped back before
+    averaging).
     """
     device = next(model.parameters()).device
     x = torch.as_tensor(slices, dtype=torch.float32)
+    batch_size = max(1, min(batch_size, _PIXELS_PER_BATCH // max(1, x.shape[-1] * x.shape[-2])))
     outs = []
     for i in range(0, len(x), batch_size):
         batch = x[i : i + batch_size].to(device)
@@ -109,8 +118,10 @@ def predict_scores(
     if not members:
         raise ValueError("predict_scores needs at least one model")
     total: np.ndarray | None = None
-    for model, pre in members:
+    for i, (model, pre) in enumerate(members):
         grid_image, _, grid = to_model_grid(image, affine, pre.orientation, pre.spacing)
+        if i == 0:
+            _warn_outside_training(grid_image.shape, pre, len(members))
         # networks that take any side that is a multiple of their stride see whole large slices
         slices, _, info = volume_to_slices(
             grid_image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
@@ -123,6 +134,24 @@ def predict_scores(
             )
         total = scores if total is None else total + scores
     return total / len(members)
+
+
+def _warn_outside_training(shape: tuple[int, ...], pre: PreprocessConfig, n_members: int) -> None:
+    """Warn about volumes far from what a model was trained on: they are slow and results unreliable."""
+    if min(shape) < 3 and n_members > 1:
+        log.warning(
+            "the volume has only %d voxel(s) along axis %d: ensemble members that slice along the other axes "
+            "see strips that thin and mostly vote background. Segment thicker volumes, or use a single-axis "
+            "model.", min(shape), int(np.argmin(shape)),
+        )  # fmt: skip
+    in_plane = [n for axis, n in enumerate(shape) if axis != pre.slice_axis]
+    if pre.mode == "pad" and max(in_plane) > 2 * pre.size:
+        log.warning(
+            "the volume is %s voxels on the model's grid, but the model was trained on %d x %d crops: it is "
+            "segmented whole (slow, and the model never saw anatomy outside such a crop). Crop the scan "
+            "around the structure first for speed and reliability.", "x".join(map(str, shape)), pre.size,
+            pre.size,
+        )  # fmt: skip
 
 
 def predict_volume(

@@ -104,7 +104,7 @@ def _segment(
         labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine)
     dtype = np.uint8 if num_classes <= 256 else np.int16
     if f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
-        suffix = Path(f.name).suffix
+        suffix = Path(f.name).suffix.lower()  # writers pick the format from a lower-case suffix
         path = atomic_write(
             out / f.name, lambda tmp: write_itk_labels(labels.astype(dtype), f, tmp), suffix=suffix
         )
@@ -149,10 +149,18 @@ def run_prediction(
         DataError: the input (or every input of a folder) is missing, unreadable, not a 3D volume or
             holds NaN/inf voxels: nothing is written.
         SkippedInputs: some inputs of a folder were skipped, the others were written.
-        ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten).
+        ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten), a
+            file, or named like an image file.
     """
     files = find_inputs(inputs)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Output {out} is a file; -o takes a folder (labels keep the input file names).")
+    if not out.exists() and out.name.lower().endswith(IMAGE_SUFFIXES):
+        raise ValueError(
+            f"-o {out} looks like a file name; -o takes a folder, and the labels keep the input file names "
+            f"(e.g. -o {out.parent / 'labels'})."
+        )
     if any(f.parent.resolve() == out.resolve() for f in files):
         raise ValueError(
             f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."

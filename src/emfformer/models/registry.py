@@ -73,9 +73,13 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overri
 
     Raises:
         KeyError: unknown ``name``; the message lists the valid names.
+        ValueError: ``in_channels`` or ``num_classes`` is not a positive int.
     """
     if name not in MODELS:
         raise KeyError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}")
+    for arg, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"create_model: {arg} must be a positive int, got {value!r}")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **overrides)
 
 
