@@ -14,6 +14,7 @@ plain Python values only, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -111,8 +112,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files and for refused pickles
+        reason = (
+            (str(exc).splitlines() or [type(exc).__name__])[0]
+            if zipfile.is_zipfile(path)
+            else "not a PyTorch file (torch.save writes a zip archive; this is none)"
+        )
         raise ValueError(
-            f"Cannot read checkpoint {path}: {str(exc).splitlines()[0]}. It is corrupt, not a checkpoint, "
+            f"Cannot read checkpoint {path}: {reason}. It is corrupt, not a checkpoint, "
             "holds objects other than tensors and plain values (refused: loading them could run code), "
             "or was written by emfformer < 0.2 (retrain or re-pack it)."
         ) from exc
