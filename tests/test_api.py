@@ -43,6 +43,10 @@ def test_segment_takes_a_name_and_refuses_bad_arguments_clearly(tmp_path: Path) 
         emfformer.segment(image[..., None], model, tta=False), emfformer.segment(image, model, tta=False)
     )
     assert len(repr(model).splitlines()) == 1 and "axis 0" in repr(model)
+    np.testing.assert_array_equal(
+        emfformer.segment(image, model, tta=np.False_), emfformer.segment(image, model, tta=False)
+    )
+    assert emfformer.create_model("emf_former_t", in_channels=np.int64(2), num_classes=3) is not None
     with pytest.raises(ValueError, match="tta must be True, False or None"):
         emfformer.segment(image, model, tta="no")
     for affine in (np.eye(3), np.zeros((4, 4)), np.full((4, 4), np.nan)):

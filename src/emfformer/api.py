@@ -82,8 +82,9 @@ def segment(
         raise TypeError(
             f"model must come from load_pretrained() (or be a name or path), got {type(model).__name__}"
         )
-    if tta is not None and not isinstance(tta, bool):
+    if tta is not None and not isinstance(tta, bool | np.bool_):
         raise ValueError(f"tta must be True, False or None (the model's recommendation), got {tta!r}")
+    tta = None if tta is None else bool(tta)
     if isinstance(image, str | Path):
         vol = load_volume(Case(nifti_stem(Path(image).name), Path(image)))
         image, affine = vol.image, vol.affine
@@ -95,4 +96,6 @@ def segment(
     if affine is not None:
         affine = _checked_affine(affine)
     with torch.inference_mode():
-        return predict_volume(model.members, image, tta=model.tta if tta is None else tta, affine=affine)
+        return predict_volume(
+            model.members, image, tta=model.tta if tta is None else tta, affine=affine, warn=True
+        )

@@ -22,10 +22,11 @@ def _scan(rng: np.random.Generator) -> sitk.Image:
     return img
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".NRRD", ".MHA"])
 def test_itk_formats_read_like_the_same_scan_in_nifti(suffix: str, tmp_path: Path) -> None:
     img = _scan(np.random.default_rng(0))
-    sitk.WriteImage(img, str(tmp_path / f"scan{suffix}"))
+    sitk.WriteImage(img, str(tmp_path / f"written{suffix.lower()}"))
+    (tmp_path / f"written{suffix.lower()}").rename(tmp_path / f"scan{suffix}")  # ITK writes lower case only
     sitk.WriteImage(img, str(tmp_path / "scan.nii.gz"))  # ITK's own NIfTI writer: the reference geometry
     got = load_volume(Case("scan", tmp_path / f"scan{suffix}"))
     ref = nib.load(tmp_path / "scan.nii.gz")

@@ -109,6 +109,11 @@ def test_acdc_fold_minus_one_trains_on_train_and_val_and_other_folds_are_refused
     assert everything == sorted(ids["train"] + ids["val"])
     with pytest.raises(ValueError, match="data.fold must be 0 .* or -1"):
         select_cases(info, _acdc_settings(2), "train", tmp_path)
+    assert select_cases(info, _acdc_settings(2), "test", tmp_path) == select_cases(
+        info, _acdc_settings(0), "test", tmp_path
+    )
+    with pytest.raises(DataError, match="has no val part"):
+        select_cases(info, _acdc_settings(-1), "val", tmp_path)
 
 
 def test_acdc_frames_without_ground_truth_are_left_out_of_their_part_only(

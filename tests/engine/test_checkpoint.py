@@ -97,10 +97,18 @@ def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path
         model_from_checkpoint(state)
 
 
-def test_shipped_names_resolve_and_unknown_paths_say_what_exists(trained_run: Path, tmp_path: Path) -> None:
+def test_shipped_names_resolve_and_unknown_paths_say_what_exists(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert resolve_checkpoint(None) == resolve_checkpoint("hippocampus") == resolve_checkpoint("HIPPOCAMPUS")
     assert resolve_checkpoint("hippocampus").name == SHIPPED["hippocampus"]
     assert resolve_checkpoint(trained_run) == trained_run / "best.pt"  # a run folder: its best checkpoint
+    (tmp_path / "hippocampus").mkdir()  # a data folder of that name does not hide the shipped model
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("hippocampus") == resolve_checkpoint(None)
+    assert resolve_checkpoint("hippocampus").name == SHIPPED["hippocampus"]
+    with pytest.raises(ValueError, match="folder without best.pt"):
+        resolve_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="hippocampus"):
         resolve_checkpoint(tmp_path / "missing.pt")
 

@@ -181,12 +181,16 @@ def test_thin_and_oversized_volumes_are_warned_about(caplog: pytest.LogCaptureFi
     pre = PreprocessConfig(size=32, slice_axis=2)
     grow = _Intensity()
     grow.input_multiple = 16
-    predict_volume(
-        [(grow, pre), (grow, PreprocessConfig(size=32, slice_axis=0))], np.ones((20, 24, 1), np.float32)
-    )
+    pair = [(grow, pre), (grow, PreprocessConfig(size=32, slice_axis=0))]
+    predict_volume(pair, np.ones((20, 24, 1), np.float32))
+    predict_volume([(grow, pre)], np.ones((100, 24, 8), np.float32))
+    assert not caplog.records  # evaluation and validation ask for no warnings
+    predict_volume(pair, np.ones((20, 24, 1), np.float32), warn=True)
     assert "only 1 voxel(s) along axis 2" in caplog.text
     caplog.clear()
-    predict_volume([(grow, pre)], np.ones((20, 24, 8), np.float32))
+    predict_volume([(grow, pre)], np.ones((20, 24, 1), np.float32), warn=True)  # one axis: no strips
+    predict_volume([(grow, pre)], np.ones((20, 24, 8), np.float32), warn=True)
+    predict_volume([(_Intensity(), pre)], np.ones((100, 24, 8), np.float32), warn=True)  # cropped instead
     assert not caplog.records
-    predict_volume([(grow, pre)], np.ones((100, 24, 8), np.float32))
+    predict_volume([(grow, pre)], np.ones((100, 24, 8), np.float32), warn=True)
     assert "trained on 32 x 32 crops" in caplog.text

@@ -25,6 +25,7 @@ __all__ = [
     "DatasetInfo",
     "Volume",
     "load_volume",
+    "open_image",
     "DataError",
     "NIFTI_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -103,34 +104,51 @@ class Volume:
 _MAX_VOLUME_BYTES = 8 * 2**30  # a header asking for more is refused before any voxel is read
 
 
-def _read_nifti_bytes(path: Path) -> nib.Nifti1Image:
-    """A NIfTI file read whole, compression told by its magic bytes, not by its name."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    kind = nib.Nifti2Image if int.from_bytes(raw[:4], "little") in (540, 469893120) else nib.Nifti1Image
-    return kind.from_bytes(raw)
+def _nifti_stream(path: Path) -> nib.Nifti1Image:
+    """A NIfTI file opened by its content: compression from the gzip magic number, not from the name.
+
+    Only the header is read here; voxels stream from the open file when asked for (the size guard
+    below runs first).
+    """
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    fileobj = gzip.open(path, "rb") if compressed else open(path, "rb")  # kept open by the image's proxy
+    head = fileobj.read(348)
+    fileobj.seek(0)
+    if head[344:348] == b"n+1\x00":
+        kind: type[nib.Nifti1Image] = nib.Nifti1Image
+    elif head[4:8] == b"n+2\x00":
+        kind = nib.Nifti2Image
+    else:
+        fileobj.close()
+        raise ValueError("no NIfTI-1/2 magic string ('n+1' / 'n+2') in its header")
+    holder = nib.FileHolder(str(path), fileobj)
+    return kind.from_file_map({"header": holder, "image": holder})
 
 
 def _open_image(path: Path) -> nib.Nifti1Image:
     """nibabel (or SimpleITK) image of ``path``. nibabel goes by the exact lower-case suffix, so names
-    such as ``SCAN.NII.GZ`` and files whose suffix lies about compression are read from their bytes."""
-    if path.name.lower().endswith(ITK_SUFFIXES):
+    such as ``SCAN.NII.GZ`` and files whose suffix lies about compression are opened by content."""
+    lower = path.name.lower()
+    if lower.endswith(ITK_SUFFIXES):
         return read_itk(path)
     if path.name.endswith(NIFTI_SUFFIXES):
         try:
             return nib.load(str(path))
-        except Exception:  # e.g. a ``.nii.gz`` stored uncompressed: try the bytes, else report this error
+        except Exception:  # e.g. a ``.nii.gz`` stored uncompressed: open it by content, else report this
             try:
-                return _read_nifti_bytes(path)
+                return _nifti_stream(path)
             except Exception:
                 pass
             raise
-    return _read_nifti_bytes(path)
+    if lower.endswith(NIFTI_SUFFIXES):
+        return _nifti_stream(path)
+    return nib.load(str(path))  # other formats nibabel knows (.hdr/.img pairs, .mgz, ...)
 
 
-@lru_cache(maxsize=1024)  # once per file, although a batch reads each file twice (check, then segment)
+@lru_cache(maxsize=1024)
 def _warn_unknown_orientation(path: str) -> None:
+    """Once per file and process (a batch reads each input twice: check, then segment)."""
     log.warning(
         "%s has neither a qform nor an sform (both codes 0): its orientation is unknown and taken as "
         "nibabel's default (voxel axes scaled by pixdim, x flipped). Set the header's qform/sform if the "
@@ -139,7 +157,12 @@ def _warn_unknown_orientation(path: str) -> None:
     )
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
+def open_image(path: Path) -> nib.Nifti1Image:
+    """The header-checked image of ``path`` (voxels not read yet): 3D, real, of a sane size.
+
+    Raises:
+        DataError: missing, unreadable, not 3D, RGB/complex, or claiming more than 8 GiB.
+    """
     if not path.is_file():
         raise DataError(f"File not found: {path}. Check the dataset folder or re-run `emfformer download`.")
     try:
@@ -194,7 +217,7 @@ def load_volume(case: Case) -> Volume:
     Raises:
         DataError: a file is missing/unreadable, not 3D, or image and label differ in shape/affine.
     """
-    img = _load_nifti(Path(case.image))
+    img = open_image(Path(case.image))
     image = _read_voxels(img, Path(case.image), np.float32)
     if not np.isfinite(image).all():
         n_bad = int(image.size - np.isfinite(image).sum())
@@ -203,7 +226,7 @@ def load_volume(case: Case) -> Volume:
         )
     label = None
     if case.label is not None:
-        lab = _load_nifti(Path(case.label))
+        lab = open_image(Path(case.label))
         if lab.shape != img.shape:
             raise DataError(
                 f"Case {case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} "

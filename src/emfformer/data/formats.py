@@ -28,6 +28,10 @@ def _sitk():
     return sitk
 
 
+def _image_io(path: Path) -> str:
+    return "NrrdImageIO" if Path(path).name.lower().endswith(".nrrd") else "MetaImageIO"
+
+
 def read_itk(path: Path) -> nib.Nifti1Image:
     """A ``.nrrd`` / ``.mha`` scan as a Nifti1Image (x, y, z voxels; RAS affine from ITK's LPS geometry).
 
@@ -37,7 +41,7 @@ def read_itk(path: Path) -> nib.Nifti1Image:
         ValueError: not a single-channel 3D image.
     """
     sitk = _sitk()
-    img = sitk.ReadImage(str(path))
+    img = sitk.ReadImage(str(path), imageIO=_image_io(path))  # ITK picks readers by lower-case suffix
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
             f"it has {img.GetDimension()} dimensions and {img.GetNumberOfComponentsPerPixel()} values per voxel; "
@@ -56,7 +60,7 @@ def read_itk(path: Path) -> nib.Nifti1Image:
 def write_itk_labels(labels: np.ndarray, reference: Path, path: Path) -> None:
     """Write an (x, y, z) label volume to ``path`` with the geometry of the ``reference`` scan."""
     sitk = _sitk()
-    ref = sitk.ReadImage(str(reference))
+    ref = sitk.ReadImage(str(reference), imageIO=_image_io(reference))
     out = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
     out.CopyInformation(ref)
     sitk.WriteImage(out, str(path), useCompression=True)

@@ -16,11 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem
+from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem, open_image
 
 __all__ = ["read_msd_dataset", "check_msd_dataset"]
 
@@ -170,13 +169,11 @@ def _case_problems(case: Case, num_classes: int) -> list[str]:
         return [f"{case.case_id}: no label file listed for {case.image}"]
     if not Path(case.label).is_file():
         return [f"{case.case_id}: label file missing: {case.label} (image {case.image})"]
-    try:
-        img = nib.load(str(case.image))
-        lab = nib.load(str(case.label))
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        return [f"{case.case_id}: cannot read {case.image} or {case.label}: {exc}"]
-    if len(img.shape) != 3:
-        problems.append(f"{case.case_id}: image {case.image} has shape {img.shape}; expected 3D (X, Y, Z)")
+    try:  # the loader of training and prediction: the same files pass (any-case names, (X, Y, Z, 1))
+        img = open_image(Path(case.image))
+        lab = open_image(Path(case.label))
+    except DataError as exc:
+        return [f"{case.case_id}: {exc}"]
     if lab.shape != img.shape:
         problems.append(
             f"{case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} has {img.shape}"
@@ -211,8 +208,8 @@ def check_msd_dataset(info: DatasetInfo, progress: bool = True) -> None:
         DataError: listing each faulty case with the file concerned.
     """
     problems: list[str] = []
-    for case in tqdm(  # ACDC frames without a _gt file are not checked: select_cases leaves them out
-        [c for c in info.cases if c.label is not None or info.name != "ACDC"],
+    for case in tqdm(  # unlabelled (ACDC) frames are not checked: select_cases leaves them out
+        [c for c in info.cases if c.label is not None],
         desc=f"checking {info.name}",
         unit="case",
         disable=not progress,

@@ -38,6 +38,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("train", "val", "test", "external_test")
+ACDC_FOLD_RULE = (
+    "ACDC has one public split (train / val / test), not folds: data.fold must be 0 (train on train, validate "
+    "on val) or -1 (train on train + val, no validation)"
+)
 
 
 def uses_shipped_split(dataset: str) -> bool:
@@ -260,15 +264,15 @@ def select_cases(
 
 def _acdc_part(info: DatasetInfo, fold: int, part: str) -> list[Case]:
     """ACDC's cases of ``part`` under the public split; ``fold`` -1 trains on train + val."""
-    if fold not in (0, -1):
-        raise ValueError(
-            f"ACDC has one public split (train / val / test), not folds: data.fold must be 0 (train on train, "
-            f"validate on val) or -1 (train on train + val, no validation), got {fold}."
+    if part in ("train", "val") and fold not in (0, -1):  # the test parts do not depend on the fold
+        raise ValueError(ACDC_FOLD_RULE + f", got {fold}.")
+    if part == "val" and fold == -1:
+        raise DataError(
+            "An ACDC run with data.fold -1 trains on the train and val patients: it has no val part. "
+            "Evaluate --part test or external_test."
         )
     source = read_acdc(info.root, "testing", require_labels=False) if part == "external_test" else info
-    names = (
-        (("train", "val") if part == "train" else ()) if fold == -1 and part in ("train", "val") else (part,)
-    )
+    names = ("train", "val") if part == "train" and fold == -1 else (part,)
     cases = sorted(
         (c for name in names for c in acdc_split(source, name, strict=False)), key=lambda c: c.case_id
     )

@@ -89,10 +89,15 @@ def resolve_checkpoint(spec: str | Path | None) -> Path:
     """
     spec = "hippocampus" if spec is None else spec
     path = Path(spec)
-    if str(spec).lower() in SHIPPED and not path.exists():  # a name, in any case
+    run_folder = path.is_dir() and (path / "best.pt").is_file()
+    if str(spec).lower() in SHIPPED and not (path.is_file() or run_folder):  # a name, in any case
         return Path(str(resources.files("emfformer") / "weights" / SHIPPED[str(spec).lower()]))
-    if path.is_dir() and (path / "best.pt").is_file():  # a run folder: its best checkpoint
+    if run_folder:  # a run folder: its best checkpoint
         return path / "best.pt"
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a folder without best.pt; give a checkpoint file (e.g. {path / 'last.pt'})."
+        )
     if not path.is_file():
         raise ValueError(
             f"Checkpoint not found: {path}. Give the best.pt / last.pt of a run folder, a file from "

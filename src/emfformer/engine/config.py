@@ -18,6 +18,7 @@ import yaml
 
 from ..data.locate import DATASETS
 from ..data.preprocess import PreprocessConfig
+from ..data.splits import ACDC_FOLD_RULE
 from ..models import input_problem, list_models
 
 __all__ = [
@@ -304,6 +305,7 @@ def _validate(cfg: RunConfig) -> None:
             f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}",
         ),
         (cfg.data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}"),
+        (cfg.data.dataset != "acdc" or cfg.data.fold in (0, -1), f"{ACDC_FOLD_RULE}, got {cfg.data.fold}"),
     ]
     for ok, msg in checks:
         if not ok:

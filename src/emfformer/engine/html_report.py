@@ -108,7 +108,7 @@ def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> 
             raise DataError("no data folder recorded")
         kind = extra.get("dataset_kind", "msd")  # how the evaluation read its data (hippocampus | acdc | msd)
         if extra.get("part") == "external_test":
-            info = read_acdc(Path(root), "testing")
+            info = read_acdc(Path(root), "testing", require_labels=False)  # scored frames are labelled
         else:
             info = read_dataset(kind, Path(root), check=False)
         cases = {c.case_id: c for c in info.cases}

@@ -108,6 +108,7 @@ def predict_scores(
     tta: bool = False,
     *,
     affine: np.ndarray | None = None,
+    warn: bool = False,
 ) -> np.ndarray:
     """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z) -> (C, X, Y, Z).
 
@@ -120,8 +121,8 @@ def predict_scores(
     total: np.ndarray | None = None
     for i, (model, pre) in enumerate(members):
         grid_image, _, grid = to_model_grid(image, affine, pre.orientation, pre.spacing)
-        if i == 0:
-            _warn_outside_training(grid_image.shape, pre, len(members))
+        if warn and i == 0:
+            _warn_outside_training(grid_image.shape, pre, members)
         # networks that take any side that is a multiple of their stride see whole large slices
         slices, _, info = volume_to_slices(
             grid_image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
@@ -136,16 +137,17 @@ def predict_scores(
     return total / len(members)
 
 
-def _warn_outside_training(shape: tuple[int, ...], pre: PreprocessConfig, n_members: int) -> None:
+def _warn_outside_training(shape: tuple[int, ...], pre: PreprocessConfig, members: Sequence[Member]) -> None:
     """Warn about volumes far from what a model was trained on: they are slow and results unreliable."""
-    if min(shape) < 3 and n_members > 1:
+    if min(shape) < 3 and len({p.slice_axis % 3 for _, p in members}) > 1:
         log.warning(
             "the volume has only %d voxel(s) along axis %d: ensemble members that slice along the other axes "
             "see strips that thin and mostly vote background. Segment thicker volumes, or use a single-axis "
             "model.", min(shape), int(np.argmin(shape)),
         )  # fmt: skip
-    in_plane = [n for axis, n in enumerate(shape) if axis != pre.slice_axis]
-    if pre.mode == "pad" and max(in_plane) > 2 * pre.size:
+    in_plane = [n for axis, n in enumerate(shape) if axis != pre.slice_axis % 3]
+    grows = getattr(members[0][0], "input_multiple", None)  # others are centre-cropped (predict warns)
+    if grows and pre.mode == "pad" and max(in_plane) > 2 * pre.size:
         log.warning(
             "the volume is %s voxels on the model's grid, but the model was trained on %d x %d crops: it is "
             "segmented whole (slow, and the model never saw anatomy outside such a crop). Crop the scan "
@@ -163,19 +165,23 @@ def predict_volume(
     tta: bool = False,
     *,
     affine: np.ndarray | None = None,
+    warn: bool = False,
 ) -> np.ndarray:
     """Segment one 3D volume (X, Y, Z) slice by slice; returns the int16 label volume (X, Y, Z).
 
     ``members`` is one model (then give its ``preprocess``) or a list of ``(model, preprocess)``
     pairs whose probabilities are averaged. The preprocessing is inverted exactly; with ``affine``
-    the scan is also moved to each model's training grid and back (see `predict_scores`).
+    the scan is also moved to each model's training grid and back (see `predict_scores`). ``warn``:
+    log when the volume is far from what the models were trained on (too thin, much wider).
     """
     if isinstance(members, nn.Module):
         if preprocess is None:
             raise ValueError("predict_volume: a single model needs its PreprocessConfig")
         members = [(members, preprocess)]
     return (
-        predict_scores(members, image, batch_size, bf16, tta, affine=affine).argmax(axis=0).astype(np.int16)
+        predict_scores(members, image, batch_size, bf16, tta, affine=affine, warn=warn)
+        .argmax(axis=0)
+        .astype(np.int16)
     )
 
 

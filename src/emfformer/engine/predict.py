@@ -101,7 +101,7 @@ def _segment(
     """Segment one file and write its label volume (and overlay) atomically."""
     vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
     with torch.inference_mode():
-        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine)
+        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine, warn=True)
     dtype = np.uint8 if num_classes <= 256 else np.int16
     if f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
         suffix = Path(f.name).suffix.lower()  # writers pick the format from a lower-case suffix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -65,6 +66,17 @@ def input_problem(name: str, side: int, img_size: int | None = None) -> str | No
     return None
 
 
+def _positive_int(arg: str, value: Any) -> int:
+    """``value`` as an int >= 1 (numpy ints accepted, bools and strings not)."""
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < 1:
+        raise ValueError(f"create_model: {arg} must be a positive int, got {value!r}")
+    return n
+
+
 def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overrides: Any) -> nn.Module:
     """Build a registered model. Every model maps (B, in_channels, H, W) to raw logits (B, num_classes, H, W).
 
@@ -77,9 +89,10 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 4, **overri
     """
     if name not in MODELS:
         raise KeyError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}")
-    for arg, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"create_model: {arg} must be a positive int, got {value!r}")
+    in_channels, num_classes = (
+        _positive_int("in_channels", in_channels),
+        _positive_int("num_classes", num_classes),
+    )
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **overrides)
 
 
