@@ -4,7 +4,8 @@
 #
 #   bash scripts/train_headline.sh --data DIR [--seed 0] [--out runs/headline_s0] [--threads 2]
 #
-# About 50 min of training on an idle 2-core CPU with 2 threads (3 x 16 epochs on 166 cases; docs/results.md).
+# About 49 min of training on an idle 2-core CPU with 2 threads (3 x 16 epochs of 2.5D slices on 166 cases;
+# measured per epoch, docs/results.md). Test fg mIoU 79.47 +- 0.09 over 3 seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=""; SEED=0; OUT=""; THREADS=2
