@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.cases import Case, DataError, load_volume, nifti_stem
+from .data.cases import Case, DataError, is_valid_affine, load_volume, nifti_stem
 from .engine.checkpoint import load_members
 from .engine.inference import Member, predict_volume, resolve_device
 
@@ -50,7 +50,7 @@ def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu
 
 def _checked_affine(affine: np.ndarray) -> np.ndarray:
     a = np.asarray(affine, dtype=np.float64)
-    if a.shape != (4, 4) or not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+    if not is_valid_affine(a):  # the rule load_volume applies to file headers
         raise ValueError(
             f"affine must be a finite, invertible 4x4 voxel-to-world matrix (e.g. nibabel's img.affine), got "
             f"shape {a.shape}" + ("" if a.shape != (4, 4) else " with a singular or non-finite 3x3 part")

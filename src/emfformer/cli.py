@@ -56,9 +56,8 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = run_training(cfg, resume=True, resume_overrides=overrides)
     else:
         run_dir = run_training(load_config(args.config, overrides))
-    written = sorted(
-        p.name for p in Path(run_dir).glob("[!.]*")
-    )  # what this run wrote (ACDC: no splits.json)
+    # list what this run wrote: ACDC runs have no splits.json (their split ships with the package)
+    written = sorted(p.name for p in Path(run_dir).glob("[!.]*"))
     print(f"Run folder: {run_dir}" + (f" ({', '.join(written)})" if written else ""))
     return 0
 

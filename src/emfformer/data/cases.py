@@ -26,6 +26,7 @@ __all__ = [
     "Volume",
     "load_volume",
     "open_image",
+    "is_valid_affine",
     "DataError",
     "NIFTI_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -211,6 +212,12 @@ def _read_voxels(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
     return data
 
 
+def is_valid_affine(affine: np.ndarray) -> bool:
+    """A finite 4x4 voxel-to-world matrix whose 3x3 part is invertible (orientation and voxel size known)."""
+    a = np.asarray(affine, dtype=np.float64)
+    return a.shape == (4, 4) and bool(np.isfinite(a).all()) and abs(np.linalg.det(a[:3, :3])) >= 1e-12
+
+
 def load_volume(case: Case) -> Volume:
     """Load a case's image (cast to float32) and label (cast to int16), checking they match.
 
@@ -240,8 +247,8 @@ def load_volume(case: Case) -> Volume:
         raw = _read_voxels(lab, Path(case.label), np.float64)
         label = np.rint(raw).astype(np.int16)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    axes = np.asarray(img.affine, dtype=np.float64)[:3, :3]
-    if not np.isfinite(img.affine).all() or abs(np.linalg.det(axes)) < 1e-12:
+    if not is_valid_affine(img.affine):
+        axes = np.asarray(img.affine, dtype=np.float64)[:3, :3]
         raise DataError(
             f"{case.image} has a degenerate affine (voxel-to-world matrix {axes.tolist()}): its orientation "
             "and voxel size are unknown. Fix the header (qform/sform and pixdim) first."

@@ -122,7 +122,7 @@ def predict_scores(
     for i, (model, pre) in enumerate(members):
         grid_image, _, grid = to_model_grid(image, affine, pre.orientation, pre.spacing)
         if warn and i == 0:
-            _warn_outside_training(grid_image.shape, pre, members)
+            _warn_outside_training(grid_image.shape, members)
         # networks that take any side that is a multiple of their stride see whole large slices
         slices, _, info = volume_to_slices(
             grid_image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
@@ -137,8 +137,10 @@ def predict_scores(
     return total / len(members)
 
 
-def _warn_outside_training(shape: tuple[int, ...], pre: PreprocessConfig, members: Sequence[Member]) -> None:
-    """Warn about volumes far from what a model was trained on: they are slow and results unreliable."""
+def _warn_outside_training(shape: tuple[int, ...], members: Sequence[Member]) -> None:
+    """Warn about volumes far from what a model was trained on: they are slow and results unreliable.
+    ``shape``: the volume on the first member's grid."""
+    model, pre = members[0]
     if min(shape) < 3 and len({p.slice_axis % 3 for _, p in members}) > 1:
         log.warning(
             "the volume has only %d voxel(s) along axis %d: ensemble members that slice along the other axes "
@@ -146,7 +148,7 @@ def _warn_outside_training(shape: tuple[int, ...], pre: PreprocessConfig, member
             "model.", min(shape), int(np.argmin(shape)),
         )  # fmt: skip
     in_plane = [n for axis, n in enumerate(shape) if axis != pre.slice_axis % 3]
-    grows = getattr(members[0][0], "input_multiple", None)  # others are centre-cropped (predict warns)
+    grows = getattr(model, "input_multiple", None)  # other models centre-crop (predict warns about that)
     if grows and pre.mode == "pad" and max(in_plane) > 2 * pre.size:
         log.warning(
             "the volume is %s voxels on the model's grid, but the model was trained on %d x %d crops: it is "
