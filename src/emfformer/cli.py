@@ -166,7 +166,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench.run import run_from_args
+    from .bench.args import run_from_args
 
     return run_from_args(args)
 
@@ -264,7 +264,7 @@ def _add_download_parser(sub: Any, commands: dict[str, Callable[[argparse.Namesp
 
 def _add_bench_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("bench", help="params, FLOPs, memory, latency side by side")
-    from .bench.run import add_arguments
+    from .bench.args import add_arguments
 
     add_arguments(p)
     commands["bench"] = _bench
