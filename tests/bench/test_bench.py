@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from emfformer.bench import args as bench_args
 from emfformer.bench import measure as bench_measure
 from emfformer.bench import run as bench
 from emfformer.bench.measure import measure_peak_memory
@@ -272,7 +273,7 @@ def test_scaling_skips_sizes_predicted_over_budget(monkeypatch: pytest.MonkeyPat
 
 def test_cli_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen = {}
-    monkeypatch.setattr(bench, "run_benchmark", lambda models, out, **kw: seen.update(models=models, **kw) or {
+    monkeypatch.setattr(bench_args, "run_benchmark", lambda models, out, **kw: seen.update(models=models, **kw) or {
         "goals": [], "files": [], "meta": {"wall_s": 0.0}})  # fmt: skip
     assert main(["bench", "--quick", "--repeats", "5", "--out", str(tmp_path), "--models", "unet"]) == 0
     assert seen["models"] == ["unet"] and seen["repeats"] == 5 and seen["size"] == 64
