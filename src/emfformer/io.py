@@ -20,6 +20,8 @@ __all__ = [
     "atomic_write_json",
     "save_nifti",
     "remove_stale_temp_files",
+    "folder_listing",
+    "remove_failed_start",
     "RunLock",
 ]
 
@@ -67,6 +69,23 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def folder_listing(folder: str | Path) -> set[str] | None:
+    """Names in ``folder`` (None when it does not exist yet)."""
+    path = Path(folder)
+    return {p.name for p in path.iterdir()} if path.is_dir() else None
+
+
+def remove_failed_start(run_dir: Path, before: set[str] | None) -> None:
+    """A new run that failed before its first checkpoint leaves nothing behind: the files it created
+    (those not in ``before``, from `folder_listing`; config.yaml, splits.json, ...) would otherwise be
+    taken up by the next run into that folder. The lock file stays: its holder removes it."""
+    if (run_dir / "last.pt").exists() or not run_dir.is_dir():
+        return  # a checkpoint exists: keep the run, it can be resumed
+    for path in run_dir.iterdir():
+        if path.name not in (before or set()) and path.name != ".lock" and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 class RunLock:

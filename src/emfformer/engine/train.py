@@ -30,7 +30,7 @@ from ..data.locate import default_cache_dir, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
 from ..data.splits import select_cases
-from ..io import RunLock, atomic_write_text, remove_stale_temp_files
+from ..io import RunLock, atomic_write_text, folder_listing, remove_failed_start, remove_stale_temp_files
 from ..metrics import summarize
 from ..models import build_model
 from . import distributed
@@ -161,32 +161,16 @@ def run_training(
             state = None
             if resume:
                 cfg, state = resume_config(cfg.out_dir, resume_overrides)
-            before = _listing(cfg.out_dir)
+            before = folder_listing(cfg.out_dir)
             try:
                 return _train(cfg, state, d)
             except BaseException:
                 if d.is_main and state is None:
-                    _remove_failed_start(Path(cfg.out_dir), before)
+                    remove_failed_start(Path(cfg.out_dir), before)
                 raise
     finally:
         distributed.teardown(d)
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
-
-
-def _listing(folder: str | Path) -> set[str] | None:
-    """Names in ``folder`` (None when it does not exist yet)."""
-    path = Path(folder)
-    return {p.name for p in path.iterdir()} if path.is_dir() else None
-
-
-def _remove_failed_start(run_dir: Path, before: set[str] | None) -> None:
-    """A new run that failed before its first checkpoint leaves nothing behind: the files it created
-    (config.yaml, splits.json, ...) would otherwise be taken up by the next run into that folder."""
-    if (run_dir / "last.pt").exists() or not run_dir.is_dir():
-        return  # a checkpoint exists: keep the run, it can be resumed
-    for path in run_dir.iterdir():
-        if path.name not in (before or set()) and path.name != ".lock" and path.is_file():
-            path.unlink(missing_ok=True)
 
 
 def resume_config(
