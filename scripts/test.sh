@@ -7,7 +7,9 @@ bash scripts/setup.sh
 .venv/bin/ruff check src tests scripts
 .venv/bin/ruff format --check src tests scripts
 set +e
-.venv/bin/python -m pytest -q "$@"
+# two pytest-xdist workers (one torch thread each, tests/conftest.py), whole test modules per worker so
+# that module fixtures run once; EMFFORMER_TEST_WORKERS=0 runs in this process only
+.venv/bin/python -m pytest -q -n "${EMFFORMER_TEST_WORKERS:-2}" --dist loadscope "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

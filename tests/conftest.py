@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
+# One CPU thread per test process, and for the processes tests start (torchrun, the bench's children,
+# the console script): the suite's models are tiny, and the suite runs in two pytest-xdist workers
+# (scripts/test.sh); two workers with two OpenMP threads each on two cores spin-wait for each other
+# and run many times slower.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
