@@ -83,10 +83,13 @@ def test_predict_and_evaluate_never_load_training_code() -> None:
     import sys
 
     code = (
-        "import sys, emfformer.engine.predict, emfformer.engine.evaluate;"
+        "import sys, emfformer.engine.predict; print('monai' in sys.modules, 'matplotlib' in sys.modules);"
+        "import emfformer.engine.evaluate;"
         "print(sorted(m for m in sys.modules if m.startswith('emfformer.engine')))"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    first, loaded = out.splitlines()
+    assert first == "False False"  # predict starts without MONAI (~2 s) and matplotlib (only --overlays)
     assert "emfformer.engine.train" not in loaded and "emfformer.engine.inference" in loaded
 
 

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from ..data.cases import Volume
 from ..data.geometry import scores_to_input_grid, to_model_grid
 from ..data.preprocess import PreprocessConfig, slices_to_scores, volume_to_slices
-from ..metrics import case_metrics, summarize
 
 __all__ = [
     "predict_slices",
@@ -197,6 +196,9 @@ def evaluate_volumes(
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Segment and score whole volumes: per-case rows and the summary (see :mod:`emfformer.metrics`)."""
+    # imported here: the metrics load MONAI (about 2 s), which predict never needs
+    from ..metrics import case_metrics, summarize
+
     for model, _ in members:
         model.eval()
     rows = []

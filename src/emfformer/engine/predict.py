@@ -13,8 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem
@@ -75,6 +73,9 @@ def save_overlay(
     image: np.ndarray, labels: np.ndarray, path: Path, num_classes: int, slice_axis: int = 2
 ) -> None:
     """PNG of up to 3 slices (those with the most foreground) with the labels drawn over the image."""
+    from matplotlib import colormaps  # imported here: only --overlays needs matplotlib (0.3 s)
+    from matplotlib.figure import Figure
+
     img, lab = np.moveaxis(image, slice_axis, 0), np.moveaxis(labels, slice_axis, 0)
     fg = lab.reshape(len(lab), -1).astype(bool).sum(1)
     picks = sorted(np.argsort(fg)[::-1][:3].tolist()) if fg.any() else [len(lab) // 2]
