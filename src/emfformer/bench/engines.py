@@ -1,11 +1,13 @@
 """Inference engines side by side, and the latency of one whole-volume prediction.
 
 Each (model, engine) pair is timed in its own child process (:mod:`emfformer.bench.probe`,
-``kind="engine"``) at the bench's input side and batch:
+``kind="engine"``) at the bench's input side, with the batch ``predict`` itself runs at that side
+(`emfformer.engine.inference.slices_per_pass`: 5 images at 224 x 224), so that the table times
+what a user's prediction does:
 
 * ``eager``: the network as trained (BatchNorm separate), eval mode;
-* ``fused``: BatchNorm folded into the preceding convs (:mod:`emfformer.models.fuse`), what
-  ``predict`` / ``evaluate`` run;
+* ``fused``: the inference folds of :mod:`emfformer.models.fuse` (BatchNorm into the convs, layer
+  scales into the linear maps, the channel shuffle into a dense conv), what ``predict`` / ``evaluate`` run;
 * ``channels_last``: fused, with NHWC weights and inputs;
 * ``compile``: fused, ``torch.compile`` (inductor; the compile time is reported, not timed);
 * ``onnxruntime``: fused, exported to ONNX and run by onnxruntime with the same thread count.
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.fuse import fold_batchnorm
+from ..models.fuse import fuse_for_inference
 from .measure import count_flops, median, time_calls
 
 __all__ = ["ENGINES", "prepare_engine", "probe_engine", "probe_predict", "PREDICT_SHAPE"]
@@ -40,7 +42,7 @@ def prepare_engine(model: nn.Module, engine: str, example: torch.Tensor, threads
     """``run(x) -> logits`` for ``model`` under ``engine`` (see the module docstring)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    model = model.eval() if engine == "eager" else fold_batchnorm(model)
+    model = model.eval() if engine == "eager" else fuse_for_inference(model)
     if engine == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         return lambda x: model(x.contiguous(memory_format=torch.channels_last))
@@ -122,14 +124,24 @@ def run_engine_probes(
     """Throughput and latency of every spec under every engine, each in a fresh child process."""
     from dataclasses import replace
 
+    from ..engine.inference import slices_per_pass
     from .probe import run_probe
 
+    batch = slices_per_pass(base.size, base.size)
     rows = []
     for spec in specs:
         for engine in engines:
             bar.set_postfix_str(f"{spec.label} / {engine}")
-            res = run_probe(replace(base, kind="engine", spec=spec.label, engine=engine), timeout_s)
-            rows.append({"label": spec.label, "engine": engine, **{k: res[k] for k in _KEEP if k in res}})
+            req = replace(base, kind="engine", spec=spec.label, engine=engine, batch=batch)
+            res = run_probe(req, timeout_s)
+            rows.append(
+                {
+                    "label": spec.label,
+                    "engine": engine,
+                    "batch": batch,
+                    **{k: res[k] for k in _KEEP if k in res},
+                }
+            )
             bar.update()
     return rows
 
@@ -158,8 +170,10 @@ def engine_markdown(report: dict[str, Any]) -> list[str]:
     meta, peak = report["meta"], report["meta"].get("matmul_peak_gflops")
     lines: list[str] = []
     if report.get("engines"):
+        batch = report["engines"][0].get("batch", meta["batch"])
         lines += ["", f"## Inference engines at {meta['size']}x{meta['size']}", "",
-                  f"| Model | Engine | Throughput b{meta['batch']} (img/s) | vs eager | Latency b1 (ms) | % of peak "
+                  f"Throughput at batch {batch}, the batch `predict` runs at this side (64 x 64 x 64 pixels per pass).",
+                  "", f"| Model | Engine | Throughput b{batch} (img/s) | vs eager | Latency b1 (ms) | % of peak "
                   "| First call (s) | max abs logit diff vs eager | Status |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in report["engines"]:

@@ -28,7 +28,7 @@ from .. import __version__
 from ..data.preprocess import PreprocessConfig
 from ..io import atomic_write
 from ..models import create_model
-from ..models.fuse import fold_batchnorm
+from ..models.fuse import fuse_for_inference
 from .inference import Member
 
 __all__ = [
@@ -170,14 +170,14 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Prepr
 
 def members_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> list[Member]:
     """Every (model, preprocess) of a run checkpoint (one) or an ensemble file (several), on ``device``,
-    ready for inference: eval mode, BatchNorm folded into the convs (same outputs, less memory traffic)."""
+    ready for inference: eval mode, with the folds of models/fuse.py (same outputs, fewer and larger ops)."""
     states = state["members"] if "members" in state else [state]
     members = []
     for member in states:
         if list(member["class_names"]) != list(state["class_names"]):
             raise ValueError(f"ensemble members disagree on classes: {member['class_names']}")
         model, pre = model_from_checkpoint(member)
-        members.append((fold_batchnorm(model).to(device), pre))
+        members.append((fuse_for_inference(model).to(device), pre))
     return members
 
 

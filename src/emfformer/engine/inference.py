@@ -24,6 +24,7 @@ from ..data.preprocess import PreprocessConfig, slices_to_scores, volume_to_slic
 
 __all__ = [
     "predict_slices",
+    "slices_per_pass",
     "predict_scores",
     "predict_volume",
     "autocast",
@@ -69,6 +70,12 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+def slices_per_pass(height: int, width: int, batch_size: int = 64) -> int:
+    """Slices of ``height`` x ``width`` per forward pass: ``batch_size`` at most, and no more pixels
+    than 64 slices of 64 x 64 (5 slices of 224 x 224), which also keeps the activations cache-sized."""
+    return max(1, min(batch_size, _PIXELS_PER_BATCH // max(1, height * width)))
+
+
 @torch.no_grad()
 def predict_slices(
     model: nn.Module,
@@ -85,7 +92,7 @@ def predict_slices(
     """
     device = next(model.parameters()).device
     x = torch.as_tensor(slices, dtype=torch.float32)
-    batch_size = max(1, min(batch_size, _PIXELS_PER_BATCH // max(1, x.shape[-1] * x.shape[-2])))
+    batch_size = slices_per_pass(x.shape[-2], x.shape[-1], batch_size)
     outs = []
     for i in range(0, len(x), batch_size):
         batch = x[i : i + batch_size].to(device)
