@@ -82,6 +82,15 @@ def test_bad_thread_counts_for_inference(
     assert not (tmp_path / "o").exists()
 
 
+def test_fast_with_tta_is_refused(
+    run: Path, phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    io = ["-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "o")]
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), *io, "--fast", "--tta"]) == 2
+    assert "--fast runs without mirror TTA" in _error(capsys, "predict")
+    assert not (tmp_path / "o").exists()
+
+
 def test_evaluate_max_cases_below_one(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(

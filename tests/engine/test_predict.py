@@ -346,3 +346,17 @@ def test_onnxruntime_engine_writes_the_same_labels(
         np.testing.assert_array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj))
     with pytest.raises(ValueError, match="engine must be torch or onnxruntime"):
         run_prediction(geometry_inputs, tmp_path / "x", trained_run / "best.pt", progress=False, engine="tvm")
+
+
+def test_fast_runs_the_first_network_without_tta(good_file: Path, tmp_path: Path) -> None:
+    from emfformer.engine.checkpoint import load_members
+
+    (written,) = run_prediction(good_file, tmp_path / "fast", "hippocampus", progress=False, fast=True)
+    members, _, recommended_tta, _ = load_members("hippocampus")
+    assert len(members) == 3 and recommended_tta  # the shipped model: 3 networks + TTA by default
+    vol = load_volume(Case("good", good_file))
+    expected = predict_volume(members[:1], vol.image, tta=False, affine=vol.affine)
+    np.testing.assert_array_equal(np.asarray(nib.load(written).dataobj), expected)
+    with pytest.raises(ValueError, match="--fast runs without mirror TTA"):
+        run_prediction(good_file, tmp_path / "x", "hippocampus", progress=False, fast=True, tta=True)
+    assert not (tmp_path / "x").exists()

@@ -132,6 +132,7 @@ def run_prediction(
     tta: bool | None = None,
     exported: str | Path | None = None,
     engine: str = "torch",
+    fast: bool = False,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
@@ -140,6 +141,8 @@ def run_prediction(
     ONNX / TorchScript file from ``emfformer export`` instead (run through onnxruntime / TorchScript).
     ``tta``: mirror test-time augmentation (``None``: what the checkpoint recommends). ``engine``:
     ``torch`` or ``onnxruntime`` (the networks exported to ONNX on the fly and checked; faster on CPU).
+    ``fast``: the first network of an ensemble only, without TTA (for the shipped model 15x faster and
+    2.1 points of test mIoU lower, docs/benchmarks.md); refused together with ``tta=True``.
 
     Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
     With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
@@ -172,6 +175,11 @@ def run_prediction(
         members, class_names, recommended, _ = load_members(checkpoint, resolve_device(device))
     if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"engine must be torch or onnxruntime, got {engine!r}")
+    if fast and tta:
+        raise ValueError("--fast runs without mirror TTA; drop --tta (or --fast)")
+    if fast:
+        log.info("fast: the first of %d network(s), without TTA", len(members))
+        members, tta = members[:1], False
     if engine == "onnxruntime" and exported is None:
         members = onnx_members(members)
     num_classes = len(class_names)
