@@ -85,6 +85,7 @@ def probe_engine(req: Any, model: nn.Module, res: dict[str, Any]) -> None:
         run(xb)  # a new shape: compiled / ONNX paths specialise once more
         times = time_calls(lambda: run(xb), 1, req.repeats, "cpu", req.time_budget_s)
         res.update(throughput_img_s=req.batch / median(times), throughput_runs=len(times))
+        res["throughput_img_s_best"] = req.batch / min(times)  # noise on a shared CPU only slows runs down
 
 
 def probe_predict(req: Any, res: dict[str, Any]) -> None:
@@ -113,7 +114,7 @@ def probe_predict(req: Any, res: dict[str, Any]) -> None:
 
 # -- parent side: one child per (model, engine) and per predict setting; table and goals ---------------
 
-_KEEP = ("status", "reason", "flops", "latency_ms", "throughput_img_s", "first_call_s", "max_abs_diff",
+_KEEP = ("status", "reason", "flops", "latency_ms", "throughput_img_s", "throughput_img_s_best", "first_call_s", "max_abs_diff",
          "members", "tta", "predict_s")  # fmt: skip
 PREDICT_SETTINGS = ((1, "no_tta"), (1, "tta"), (0, "no_tta"), (0, "tta"))  # (members, 0 = all; TTA)
 
@@ -173,9 +174,9 @@ def engine_markdown(report: dict[str, Any]) -> list[str]:
         batch = report["engines"][0].get("batch", meta["batch"])
         lines += ["", f"## Inference engines at {meta['size']}x{meta['size']}", "",
                   f"Throughput at batch {batch}, the batch `predict` runs at this side (64 x 64 x 64 pixels per pass).",
-                  "", f"| Model | Engine | Throughput b{batch} (img/s) | vs eager | Latency b1 (ms) | % of peak "
+                  "", f"| Model | Engine | Throughput b{batch} (img/s) | best run | vs eager | Latency b1 (ms) | % of peak "
                   "| First call (s) | max abs logit diff vs eager | Status |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in report["engines"]:
             eager = next(
                 (e for e in report["engines"] if e["label"] == r["label"] and e["engine"] == "eager"), {}
@@ -183,7 +184,8 @@ def engine_markdown(report: dict[str, Any]) -> list[str]:
             tp, flops = r.get("throughput_img_s"), r.get("flops")
             gain = tp / eager["throughput_img_s"] if tp and eager.get("throughput_img_s") else None
             frac = 100 * flops * tp / 1e9 / peak if tp and flops and peak else None
-            lines.append(f"| {r['label']} | {r['engine']} | {_fmt(tp)} | {_fmt(gain, '.2f')} | {_fmt(r.get('latency_ms'))} "
+            lines.append(f"| {r['label']} | {r['engine']} | {_fmt(tp)} | {_fmt(r.get('throughput_img_s_best'))} "
+                         f"| {_fmt(gain, '.2f')} | {_fmt(r.get('latency_ms'))} "
                          f"| {_fmt(frac)} | {_fmt(r.get('first_call_s'), '.2f')} | {_fmt(r.get('max_abs_diff'), '.1e')} "
                          f"| {r.get('status')}{': ' + r['reason'] if r.get('reason') else ''} |")  # fmt: skip
     if report.get("predict"):

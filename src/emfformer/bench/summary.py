@@ -157,7 +157,7 @@ def engine_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     goals = []
     rows = report.get("engines") or []
     side = report["meta"]["size"]
-    batch = rows[0].get("batch") if rows else None
+    batch = rows[0].get("batch", report["meta"].get("batch")) if rows else None
     text = (f"EMF-former-S inference throughput >= 4x MONAI UNet's at {side}^2 (best engine of each, "
             f"batch {batch}: predict's)")  # fmt: skip
     s, u = _best(rows, "emf_former_s"), _best(rows, "unet")
