@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from emfformer.engine.bundle import export_bundle
 from emfformer.engine.predict import run_prediction
 
 SCHEMA = Path(__file__).parent / "data" / "bundle_metadata_schema.json"
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def _monai_bundle(*args: str) -> subprocess.CompletedProcess:
@@ -35,14 +40,18 @@ def test_bundle_layout_and_metadata_validate(bundle: Path, tmp_path: Path) -> No
                  "docs/license.txt"):  # fmt: skip
         assert (bundle / name).is_file(), name
     meta_file = bundle / "configs" / "metadata.json"
-    verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA))  # what `python -m monai.bundle
+    verify_metadata(
+        meta_file=str(meta_file), filepath=str(SCHEMA), hash_val=_md5(SCHEMA)
+    )  # what `python -m monai.bundle
     # verify_metadata` runs, in-process (a subprocess costs 5 s); it raises on an invalid file
     meta = json.loads(meta_file.read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == [0, 2]
     del meta["task"]  # the check can fail: a metadata file without a mandatory key is refused
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="'task' is a required property"):
-        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA))
+        verify_metadata(
+            meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA), hash_val=_md5(SCHEMA)
+        )
 
 
 def test_monai_runner_segments_a_folder_like_predict(bundle: Path, tmp_path: Path) -> None:
