@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ __all__ = [
     "slices_per_pass",
     "predict_scores",
     "predict_volume",
+    "InferenceOptions",
     "autocast",
     "resolve_device",
     "Member",
@@ -164,33 +165,35 @@ def _warn_outside_training(shape: tuple[int, ...], members: Sequence[Member]) ->
         )  # fmt: skip
 
 
+class InferenceOptions(TypedDict, total=False):
+    """The keyword options `predict_volume` passes on to `predict_scores` (see there)."""
+
+    batch_size: int
+    bf16: bool
+    tta: bool
+    affine: np.ndarray | None
+    warn: bool
+
+
 def predict_volume(
     members: nn.Module | Sequence[Member],
     image: np.ndarray,
     preprocess: PreprocessConfig | None = None,
-    batch_size: int = 64,
-    bf16: bool = False,
-    tta: bool = False,
-    *,
-    affine: np.ndarray | None = None,
-    warn: bool = False,
+    **options: Unpack[InferenceOptions],
 ) -> np.ndarray:
     """Segment one 3D volume (X, Y, Z) slice by slice; returns the int16 label volume (X, Y, Z).
 
     ``members`` is one model (then give its ``preprocess``) or a list of ``(model, preprocess)``
-    pairs whose probabilities are averaged. The preprocessing is inverted exactly; with ``affine``
-    the scan is also moved to each model's training grid and back (see `predict_scores`). ``warn``:
-    log when the volume is far from what the models were trained on (too thin, much wider).
+    pairs whose probabilities are averaged. The preprocessing is inverted exactly; ``options``
+    (``batch_size``, ``bf16``, ``tta``, ``affine``, ``warn``) are those of `predict_scores`: with
+    ``affine`` the scan is also moved to each model's training grid and back; ``warn`` logs when the
+    volume is far from what the models were trained on (too thin, much wider).
     """
     if isinstance(members, nn.Module):
         if preprocess is None:
             raise ValueError("predict_volume: a single model needs its PreprocessConfig")
         members = [(members, preprocess)]
-    return (
-        predict_scores(members, image, batch_size, bf16, tta, affine=affine, warn=warn)
-        .argmax(axis=0)
-        .astype(np.int16)
-    )
+    return predict_scores(members, image, **options).argmax(axis=0).astype(np.int16)
 
 
 def evaluate_volumes(

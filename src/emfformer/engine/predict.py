@@ -121,6 +121,22 @@ def _segment(
     return path
 
 
+def _checked_output(out: Path, files: list[Path]) -> Path:
+    """``out`` if it can be the output folder of ``files``, else a ValueError saying what to give."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Output {out} is a file; -o takes a folder (labels keep the input file names).")
+    if not out.exists() and out.name.lower().endswith(IMAGE_SUFFIXES):
+        raise ValueError(
+            f"-o {out} looks like a file name; -o takes a folder, and the labels keep the input file names "
+            f"(e.g. -o {out.parent / 'labels'})."
+        )
+    if any(f.parent.resolve() == out.resolve() for f in files):
+        raise ValueError(
+            f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."
+        )
+    return out
+
+
 def run_prediction(
     inputs: str | Path,
     out_dir: str | Path,
@@ -157,18 +173,7 @@ def run_prediction(
             file, or named like an image file.
     """
     files = find_inputs(inputs)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"Output {out} is a file; -o takes a folder (labels keep the input file names).")
-    if not out.exists() and out.name.lower().endswith(IMAGE_SUFFIXES):
-        raise ValueError(
-            f"-o {out} looks like a file name; -o takes a folder, and the labels keep the input file names "
-            f"(e.g. -o {out.parent / 'labels'})."
-        )
-    if any(f.parent.resolve() == out.resolve() for f in files):
-        raise ValueError(
-            f"Output folder {out} holds the inputs; choose another -o so they are not overwritten."
-        )
+    out = _checked_output(Path(out_dir), files)
     if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
         members, class_names, recommended = load_exported(exported)
     else:
