@@ -56,3 +56,12 @@ def test_the_shuffle_folds_into_a_dense_conv_only_for_narrow_units(channels: int
     narrow = channels <= DENSE_SHUFFLE_MAX_CHANNELS
     assert fused.shuffle is not narrow and (fused.pw1[0].groups == 1) is narrow
     assert unit.shuffle and unit.pw1[0].groups == groups  # the original is untouched
+
+
+def test_a_float64_model_stays_float64() -> None:
+    model = _as_if_trained(create_model("emf_former_t", num_classes=3)).double()
+    fused = fuse_for_inference(model)
+    assert {p.dtype for p in fused.parameters()} == {torch.float64}
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)

@@ -98,6 +98,7 @@ def onnx_members(members: list[Member]) -> list[Member]:
     folder = Path(tempfile.mkdtemp(prefix="emfformer_onnx_"))
     out: list[Member] = []
     for i, (model, pre) in enumerate(members):
+        model = model.cpu()  # onnxruntime runs here on the CPU provider; export and parity inputs are CPU
         path = folder / f"m{i}.onnx"
         try:
             _write_onnx(model, torch.zeros(1, pre.context, pre.size, pre.size), path)

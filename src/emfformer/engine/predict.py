@@ -174,14 +174,14 @@ def run_prediction(
     """
     files = find_inputs(inputs)
     out = _checked_output(Path(out_dir), files)
-    if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
-        members, class_names, recommended = load_exported(exported)
-    else:
-        members, class_names, recommended, _ = load_members(checkpoint, resolve_device(device))
     if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"engine must be torch or onnxruntime, got {engine!r}")
     if fast and tta:
         raise ValueError("--fast runs without mirror TTA; drop --tta (or --fast)")
+    if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
+        members, class_names, recommended = load_exported(exported)
+    else:
+        members, class_names, recommended, _ = load_members(checkpoint, resolve_device(device))
     if fast:
         log.info("fast: the first of %d network(s), without TTA", len(members))
         members, tta = members[:1], False

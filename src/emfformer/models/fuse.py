@@ -49,10 +49,11 @@ def _conv_like(
     new = nn.Conv2d(
         weight.shape[1] * (groups or conv.groups), weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
         conv.dilation, groups or conv.groups, bias=True, padding_mode=conv.padding_mode,
+        device=conv.weight.device, dtype=conv.weight.dtype,  # created so: a copy into float32 would round
     )  # fmt: skip
     new.weight.copy_(weight)
     new.bias.copy_(bias)
-    return new.to(conv.weight.device)
+    return new
 
 
 def _bias(conv: nn.Conv2d | nn.Linear) -> torch.Tensor:
