@@ -7,9 +7,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 import emfformer
 from emfformer.data.cases import DataError
+from emfformer.engine.inference import predict_volume
 
 
 def test_top_level_entry_points() -> None:
@@ -31,6 +33,11 @@ def test_segment_an_array_and_a_file_with_the_shipped_model(tmp_path: Path) -> N
     np.testing.assert_array_equal(emfformer.segment(path, model, tta=False), labels)
     with pytest.raises(DataError, match="finite 3D"):
         emfformer.segment(np.zeros((4, 4)), model)
+    fast = emfformer.segment(image, model, fast=True)  # the first network, without TTA
+    with torch.inference_mode():
+        np.testing.assert_array_equal(fast, predict_volume(model.members[:1], image, tta=False))
+    with pytest.raises(ValueError, match="fast=True runs without TTA"):
+        emfformer.segment(image, model, fast=True, tta=True)
 
 
 def test_segment_takes_a_name_and_refuses_bad_arguments_clearly(tmp_path: Path) -> None:

@@ -63,11 +63,14 @@ def segment(
     model: Pretrained | str | Path | None = None,
     tta: bool | None = None,
     affine: np.ndarray | None = None,
+    fast: bool = False,
 ) -> np.ndarray:
     """Segment a 3D scan: a NIfTI path or an (X, Y, Z) array -> int16 labels (X, Y, Z) on its grid.
 
     ``model``: from :func:`load_pretrained`, or a name / path it takes; default the shipped
-    Hippocampus model. ``tta``: ``None`` = what the model recommends. A file
+    Hippocampus model. ``tta``: ``None`` = what the model recommends. ``fast``: the first network of
+    an ensemble without TTA, as ``emfformer predict --fast`` (shipped model: ~15x faster, 2 points of
+    test mIoU less). A file
     is reoriented and resampled to the model's training grid and the labels come back on the file's
     grid. An array is taken as it is (already on the training grid) unless its 4x4 ``affine`` is given.
 
@@ -85,6 +88,8 @@ def segment(
     if tta is not None and not isinstance(tta, bool | np.bool_):
         raise ValueError(f"tta must be True, False or None (the model's recommendation), got {tta!r}")
     tta = None if tta is None else bool(tta)
+    if fast and tta:
+        raise ValueError("fast=True runs without TTA; leave tta unset")
     if isinstance(image, str | Path):
         vol = load_volume(Case(nifti_stem(Path(image).name), Path(image)))
         image, affine = vol.image, vol.affine
@@ -96,6 +101,8 @@ def segment(
     if affine is not None:
         affine = _checked_affine(affine)
     with torch.inference_mode():
+        if fast:
+            return predict_volume(model.members[:1], image, tta=False, affine=affine, warn=True)
         return predict_volume(
             model.members, image, tta=model.tta if tta is None else tta, affine=affine, warn=True
         )
