@@ -38,6 +38,8 @@ def test_run_folder_holds_every_artifact(trained_run: Path) -> None:
     for name in RUN_FILES:
         assert (trained_run / name).is_file(), f"{name} missing from the run folder"
     assert (trained_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # epoch 1 is the best so far: last.pt is a byte copy of best.pt (one pickle per epoch, not two)
+    assert (trained_run / "last.pt").read_bytes() == (trained_run / "best.pt").read_bytes()
 
     history = _history(trained_run)
     assert [row["epoch"] for row in history] == [1]

@@ -14,8 +14,9 @@ plain Python values only, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import shutil
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
+    return _write_checkpoint(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """``src``'s bytes to ``dst``, atomically: the same state is not pickled a second time."""
+    return _write_checkpoint(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _write_checkpoint(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
-        return atomic_write(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
+        return atomic_write(path, write)
     except OSError as exc:  # disk full, quota, permissions: the previous file is untouched
         raise OSError(
             exc.errno,

@@ -34,7 +34,7 @@ from ..io import RunLock, atomic_write_text, folder_listing, remove_failed_start
 from ..metrics import summarize
 from ..models import build_model
 from . import distributed
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides, preprocess_config
 from .history import write_history
 from .inference import autocast, evaluate_volumes, resolve_device
@@ -373,13 +373,15 @@ def _train(cfg: RunConfig, state: dict[str, Any] | None, d: distributed.Dist) ->
             ckpt = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
                     "metric": row["val_miou_fg"], "best_metric": best, "history": history}  # fmt: skip
-            if improved:
+            if improved:  # best first (a crash in between leaves the older last.pt to resume from)
                 save_checkpoint(run_dir / "best.pt", ckpt)
-            save_checkpoint(run_dir / "last.pt", ckpt)
+                copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")  # the same state: bytes, no pickle
+            else:
+                save_checkpoint(run_dir / "last.pt", ckpt)
             write_history(run_dir, history)
         log.info("epoch %d: loss %.4f, val Dice %s, val mIoU %s%s (%.1fs)", epoch, row["train_loss"] or float("nan"),
                  row["val_dice_fg"], row["val_miou_fg"], " (best)" if improved else "", row["train_seconds"])  # fmt: skip
     if d.is_main and not (run_dir / "best.pt").exists():  # no validation (fold -1): the last epoch
-        save_checkpoint(run_dir / "best.pt", load_checkpoint(run_dir / "last.pt"))
+        copy_checkpoint(run_dir / "last.pt", run_dir / "best.pt")
     distributed.barrier(d)  # no rank returns before the run folder is complete
     return run_dir
