@@ -100,9 +100,7 @@ def segment(
         raise DataError(f"segment needs a finite 3D array (X, Y, Z); got shape {image.shape}")
     if affine is not None:
         affine = _checked_affine(affine)
+    members = model.members[:1] if fast else model.members
+    tta = False if fast else (model.tta if tta is None else tta)
     with torch.inference_mode():
-        if fast:
-            return predict_volume(model.members[:1], image, tta=False, affine=affine, warn=True)
-        return predict_volume(
-            model.members, image, tta=model.tta if tta is None else tta, affine=affine, warn=True
-        )
+        return predict_volume(members, image, tta=tta, affine=affine, warn=True)

@@ -32,7 +32,7 @@ from torch import nn
 from ..models.fuse import fuse_for_inference
 from .measure import count_flops, median, time_calls
 
-__all__ = ["ENGINES", "prepare_engine", "probe_engine", "probe_predict", "PREDICT_SHAPE"]
+__all__ = ["ENGINES", "engine_batch", "prepare_engine", "probe_engine", "probe_predict", "PREDICT_SHAPE"]
 
 ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")
 PREDICT_SHAPE = (36, 50, 35)  # a typical MSD Hippocampus crop
@@ -166,12 +166,18 @@ def run_predict_probes(checkpoint: str, base: Any, timeout_s: float, bar: Any) -
     return rows
 
 
+def engine_batch(report: dict[str, Any]) -> int | None:
+    """The batch the engine table was timed at (reports before it was recorded: the bench's batch)."""
+    rows = report.get("engines") or []
+    return rows[0].get("batch", report["meta"].get("batch")) if rows else None
+
+
 def engine_markdown(report: dict[str, Any]) -> list[str]:
     """The engine and predict tables of bench.md (empty when they were not measured)."""
     meta, peak = report["meta"], report["meta"].get("matmul_peak_gflops")
     lines: list[str] = []
     if report.get("engines"):
-        batch = report["engines"][0].get("batch", meta["batch"])
+        batch = engine_batch(report)
         lines += ["", f"## Inference engines at {meta['size']}x{meta['size']}", "",
                   f"Throughput at batch {batch}, the batch `predict` runs at this side (64 x 64 x 64 pixels per pass).",
                   "", f"| Model | Engine | Throughput b{batch} (img/s) | best run | vs eager | Latency b1 (ms) | % of peak "

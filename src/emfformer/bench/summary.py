@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .engines import engine_markdown
+from .engines import engine_batch, engine_markdown
 
 __all__ = [
     "OURS",
@@ -157,9 +157,8 @@ def engine_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     goals = []
     rows = report.get("engines") or []
     side = report["meta"]["size"]
-    batch = rows[0].get("batch", report["meta"].get("batch")) if rows else None
     text = (f"EMF-former-S inference throughput >= 4x MONAI UNet's at {side}^2 (best engine of each, "
-            f"batch {batch}: predict's)")  # fmt: skip
+            f"batch {engine_batch(report)}: predict's)")  # fmt: skip
     s, u = _best(rows, "emf_former_s"), _best(rows, "unet")
     if not rows:
         pass  # the engine table is optional (--engines)

@@ -114,7 +114,9 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
             _fold_conv_bn(module)
         elif isinstance(module, EMFBlock) and isinstance(module.ls2, LayerScale2d):
             _fold_block(module)
-    for module in model.modules():  # after the BN folds: pw1 has its bias now
+    # a second pass: modules() visits a DSPConv before its pw1, whose BatchNorm must already be in the
+    # conv when the conv's rows are permuted (else BN's channels would no longer match them)
+    for module in model.modules():
         if (
             isinstance(module, DSPConv)
             and module.shuffle
