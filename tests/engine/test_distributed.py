@@ -1,4 +1,4 @@
-"""Multi-process training: torchrun with 2 CPU processes (gloo) against one process, and resume."""
+"""Multi-process training: torchrun with 2 CPU processes (gloo) resuming a run, against one process."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import torch
 from emfformer.engine import distributed
 from emfformer.engine.checkpoint import load_checkpoint
 from emfformer.engine.config import load_config
-from emfformer.engine.train import run_training, seed_everything
-from emfformer.models import build_model
+from emfformer.engine.train import run_training
 
 
 def test_ranks_split_each_global_batch_of_the_same_order() -> None:
@@ -52,40 +51,43 @@ def test_a_broken_torchrun_environment_is_refused(
         distributed.from_env()
 
 
-def _torchrun(overrides: dict, *extra: str) -> subprocess.CompletedProcess:
-    sets = [f"{k}={v}" for k, v in overrides.items()]
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "emfformer", "train", *extra, "--set", *sets]  # fmt: skip
+           "-m", "emfformer", "train", *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
-def two_process_run(
+def epoch_2_runs(
     msd_phantom: Path, slice_cache: Path, make_overrides, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict]:
-    """MONAI's UNet trained 1 epoch by 2 processes (shared by the tests below, which never modify it)."""
-    out = tmp_path_factory.mktemp("ddp") / "two"
-    model = {"model.name": "unet", "model.kwargs": "{}", "data.augment": False}
-    overrides = make_overrides(msd_phantom, out, slice_cache, **model)
-    done = _torchrun(overrides)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, overrides
-
-
-def test_two_processes_match_one_process_with_the_same_global_batch(
-    two_process_run: tuple[Path, dict], tmp_path: Path
-) -> None:
-    """MONAI's UNet (instance norm: no statistic depends on the batch) trained 1 epoch by 2 processes
-    with 4 slices each, and by 1 process with 8: the same samples per step, averaged gradients."""
-    out, overrides = two_process_run
-    single = run_training(
-        load_config(None, {**overrides, "model.kwargs": {}, "out_dir": str(tmp_path / "one")})
+) -> dict[str, Path]:
+    """MONAI's UNet trained 1 epoch by one process, then resumed to epoch 2 twice: by 2 processes under
+    torchrun (one launch; its fresh slice cache is written by rank 0 and read by rank 1) and by one.
+    Shared by the tests below, which never modify the folders."""
+    root = tmp_path_factory.mktemp("ddp")
+    model = {"model.name": "unet", "model.kwargs": {}, "data.augment": False}
+    epoch1 = run_training(
+        load_config(None, make_overrides(msd_phantom, root / "epoch1", slice_cache, **model))
     )
-    two, one = load_checkpoint(out / "last.pt"), load_checkpoint(single / "last.pt")
-    assert two["epoch"] == one["epoch"] == 1
-    seed_everything(0)
-    start = build_model("unet", 32, 1, 3).state_dict()
+    runs = {"epoch1": epoch1, "one": root / "one", "two": root / "two", "two_cache": root / "two_cache"}
+    for name in ("one", "two"):
+        shutil.copytree(epoch1, runs[name])
+    done = _torchrun("--resume", "--out", str(runs["two"]), "--epochs", "2",
+                     "--set", f"data.cache_dir={runs['two_cache']}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = load_config(None, make_overrides(msd_phantom, runs["one"], slice_cache, **model))
+    run_training(cfg, resume=True, resume_overrides={"optim.epochs": 2})
+    return runs
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(epoch_2_runs: dict[str, Path]) -> None:
+    """Epoch 2 of MONAI's UNet (instance norm: no statistic depends on the batch) run by 2 processes with
+    4 slices each, and by 1 process with 8, from the same epoch-1 state: the same samples per step,
+    averaged gradients."""
+    start = load_checkpoint(epoch_2_runs["epoch1"] / "last.pt")["model"]
+    two, one = (load_checkpoint(epoch_2_runs[name] / "last.pt") for name in ("two", "one"))
+    assert two["epoch"] == one["epoch"] == 2
 
     def update_difference(keys: list[str]) -> float:
         step1 = torch.cat([(one["model"][k] - start[k]).flatten() for k in keys])
@@ -98,23 +100,18 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     # no gradient at all (Adam turns their float noise into steps), so they are not compared.
     assert update_difference([k for k, w in start.items() if k.endswith("weight") and w.ndim > 1]) < 0.05
     assert update_difference(["model.2.1.conv.unit0.conv.bias"]) < 1e-4
-    loss2, loss1 = two["history"][0]["train_loss"], one["history"][0]["train_loss"]
-    val2, val1 = two["history"][0]["val_miou_fg"], one["history"][0]["val_miou_fg"]
+    loss2, loss1 = two["history"][1]["train_loss"], one["history"][1]["train_loss"]
+    val2, val1 = two["history"][1]["val_miou_fg"], one["history"][1]["val_miou_fg"]
     assert abs(loss2 - loss1) / loss1 < 1e-3
     assert val2 is not None and abs(val2 - val1) < 1e-2  # validation gathered from both ranks
 
 
-def test_only_rank_0_writes_and_resume_works_under_torchrun(
-    two_process_run: tuple[Path, dict], tmp_path: Path
-) -> None:
-    out = tmp_path / "run"
-    shutil.copytree(two_process_run[0], out)  # resume a copy: the shared run stays at epoch 1
-    overrides = two_process_run[1]
+def test_only_rank_0_writes_and_resume_works_under_torchrun(epoch_2_runs: dict[str, Path]) -> None:
+    out = epoch_2_runs["two"]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["best.pt", "config.yaml", "curves.png", "last.pt", "log.csv", "log.json", "splits.json"]
-    done = _torchrun({k: v for k, v in overrides.items() if k in ("progress",)}, "--resume", "--out", str(out),
-                     "--epochs", "2")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+    assert state["config"]["data"]["cache_dir"] == str(epoch_2_runs["two_cache"])
+    assert any(epoch_2_runs["two_cache"].iterdir())  # rank 0 filled the new slice cache
     assert not list(out.glob(".*"))  # no lock or temp file left behind

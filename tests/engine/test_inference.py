@@ -78,17 +78,19 @@ def test_single_model_needs_its_preprocessing() -> None:
         predict_scores([], np.zeros((4, 4, 4), np.float32))
 
 
-def test_predict_and_evaluate_never_load_training_code() -> None:
+def test_cli_starts_without_torch_and_predict_and_evaluate_never_load_training_code() -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys, emfformer.engine.predict; print('monai' in sys.modules, 'matplotlib' in sys.modules);"
+        "import sys, emfformer.cli; emfformer.cli.build_parser(); print('torch' in sys.modules);"
+        "import emfformer.engine.predict; print('monai' in sys.modules, 'matplotlib' in sys.modules);"
         "import emfformer.engine.evaluate;"
         "print(sorted(m for m in sys.modules if m.startswith('emfformer.engine')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    first, loaded = out.splitlines()
+    cli, first, loaded = out.splitlines()
+    assert cli == "False"  # `emfformer --help` / `--version` answer in 0.3 s, not after torch's 2 s import
     assert first == "False False"  # predict starts without MONAI (~2 s) and matplotlib (only --overlays)
     assert "emfformer.engine.train" not in loaded and "emfformer.engine.inference" in loaded
 

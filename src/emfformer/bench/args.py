@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .engines import ENGINES
-from .run import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, QUICK, run_benchmark
-from .summary import OURS, OURS_RECOMPUTE, TWIN
+from .defaults import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, ENGINES, OURS, OURS_RECOMPUTE, QUICK, TWIN
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -87,7 +85,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings["engine_models"] = tuple(args.engine_models)
     if args.predict_checkpoint:
         settings["predict_checkpoint"] = args.predict_checkpoint
-    report = run_benchmark(  # a ValueError becomes the CLI's one-line error (exit 2)
+    from . import run  # torch and matplotlib are loaded by a bench run only, not by `emfformer --help`
+
+    report = run.run_benchmark(  # a ValueError becomes the CLI's one-line error (exit 2)
         args.models or DEFAULT_MODELS,
         args.out,
         device=args.device,

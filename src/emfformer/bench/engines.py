@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from ..models.fuse import fuse_for_inference
+from .defaults import ENGINES
 from .measure import count_flops, median, time_calls
 
 __all__ = ["ENGINES", "engine_batch", "prepare_engine", "probe_engine", "probe_predict", "PREDICT_SHAPE"]
 
-ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")
 PREDICT_SHAPE = (36, 50, 35)  # a typical MSD Hippocampus crop
 
 

@@ -26,14 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json, atomic_write_text
-from .engines import ENGINES, PREDICT_SETTINGS, run_engine_probes, run_predict_probes
+from .defaults import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, ENGINES, OURS, OURS_RECOMPUTE, QUICK, TWIN
+from .engines import PREDICT_SETTINGS, run_engine_probes, run_predict_probes
 from .measure import count_flops, count_params, measure_matmul_peak
 from .plots import write_plots
 from .probe import ModelSpec, ProbeRequest, parse_spec, run_probe, size_problem
 from .summary import (
-    OURS,
-    OURS_RECOMPUTE,
-    TWIN,
     evaluate_goals,
     find_crossover,
     memory_method_text,
@@ -52,26 +50,6 @@ __all__ = [
     "QUICK",
 ]
 
-DEFAULT_MODELS: tuple[str, ...] = (
-    "emf_former_t",
-    "emf_former_s",
-    "emf_former_b",
-    "emf_former_s:attention=mhsa",  # ablations of EMF-former-S, one switch each
-    "emf_former_s:heads=parallel",
-    "emf_former_s:shuffle=false",
-    "emf_former_s:conv=plain",
-    "emf_former_s:active_heads=(2,3)",
-    "emf_former_s:grad_checkpoint=true",
-    "emf_former_s_twin",
-    "unet",
-    "unetr",
-    "swin_unetr",
-)
-DEFAULT_SCALING_SIZES: tuple[int, ...] = (128, 224, 320, 448, 512, 640, 768, 1024)
-# --quick: tiny settings for smoke runs (explicit flags still win)
-QUICK: dict[str, Any] = dict(
-    size=64, batch=4, train_batch=2, repeats=2, scaling_sizes=(64, 128), matmul_seconds=0.5, time_budget_s=2.0
-)
 MIB = 2**20
 _KEEP = (
     "label", "size", "status", "reason", "params", "flops", "mem_infer_mib", "mem_train_mib", "latency_ms",

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import OURS, OURS_RECOMPUTE, TWIN
 from .engines import engine_batch, engine_markdown
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
     "render_markdown",
 ]
 
-OURS = "emf_former_s"
-TWIN = "emf_former_s_twin"
-# EMF-former-S with activation recomputation (grad_checkpoint): the memory-friendly training mode
-OURS_RECOMPUTE = "emf_former_s:grad_checkpoint=true"
 FIT = "ok"
 NOT_FIT = ("did_not_fit", "skipped_predicted")  # measured over budget, or predicted to be
 

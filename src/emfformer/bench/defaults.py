@@ -1,0 +1,38 @@
+"""The benchmark's default model lists, sizes and engine names: plain data, importable without torch.
+
+:mod:`emfformer.bench.args` builds the ``emfformer bench`` flags from these, so that ``emfformer --help``
+and every other command start without loading the benchmark (torch, matplotlib).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULT_MODELS", "DEFAULT_SCALING_SIZES", "ENGINES", "OURS", "OURS_RECOMPUTE", "QUICK", "TWIN"]
+
+OURS = "emf_former_s"
+TWIN = "emf_former_s_twin"
+# EMF-former-S with activation recomputation (grad_checkpoint): the memory-friendly training mode
+OURS_RECOMPUTE = "emf_former_s:grad_checkpoint=true"
+
+DEFAULT_MODELS: tuple[str, ...] = (
+    "emf_former_t",
+    OURS,
+    "emf_former_b",
+    "emf_former_s:attention=mhsa",  # ablations of EMF-former-S, one switch each
+    "emf_former_s:heads=parallel",
+    "emf_former_s:shuffle=false",
+    "emf_former_s:conv=plain",
+    "emf_former_s:active_heads=(2,3)",
+    OURS_RECOMPUTE,
+    TWIN,
+    "unet",
+    "unetr",
+    "swin_unetr",
+)
+DEFAULT_SCALING_SIZES: tuple[int, ...] = (128, 224, 320, 448, 512, 640, 768, 1024)
+# --quick: tiny settings for smoke runs (explicit flags still win)
+QUICK: dict[str, Any] = dict(
+    size=64, batch=4, train_batch=2, repeats=2, scaling_sizes=(64, 128), matmul_seconds=0.5, time_budget_s=2.0
+)
+ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")  # see emfformer.bench.engines
