@@ -25,7 +25,10 @@ MIB = 2**20
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
     report = run_benchmark(
-        ["emf_former_t", "unet"],
+        [
+            "emf_former_t",
+            "emf_former_t:conv=plain",
+        ],  # a spec with an override: it must reach the child intact
         out,
         size=32,
         batch=2,
@@ -36,7 +39,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         threads=1,
         matmul_seconds=0.2,
         time_budget_s=1.0,
-        dice={"emf_former_t": 0.80, "unet": 0.85},
+        dice={"emf_former_t": 0.80, "emf_former_t:conv=plain": 0.85},
         progress=False,
     )
     return out, report
@@ -56,7 +59,7 @@ def test_tiny_run_writes_json_md_png(tiny_run: tuple[Path, dict]) -> None:
     data = json.loads((out / "bench.json").read_text())
     assert {"meta", "models", "scaling", "goals", "crossover", "files"} <= set(data)
     assert data["meta"]["matmul_peak_gflops"] > 0 and data["meta"]["threads"] == 1
-    assert [m["label"] for m in data["models"]] == ["emf_former_t", "unet"]
+    assert [m["label"] for m in data["models"]] == ["emf_former_t", "emf_former_t:conv=plain"]
     for m in data["models"]:
         assert m["status"] == "ok", m
         assert m["threads_used"] == 1 and m["mem_method"] == "vmhwm"
@@ -73,7 +76,8 @@ def test_tiny_run_writes_json_md_png(tiny_run: tuple[Path, dict]) -> None:
     assert {g["status"] for g in data["goals"]} == {"N/A"}  # nothing measured at 224^2 / 448^2 / 512^2
     md = (out / "bench.md").read_text()
     assert "| emf_former_t |" in md and "FLOPs = 2 x MACs" in md and "## Goals" in md
-    assert report["models"][1]["params"] == count_params(parse_spec("unet").build(32))
+    plain, unshuffled = (count_params(parse_spec(m["label"]).build(32)) for m in report["models"])
+    assert [m["params"] for m in report["models"]] == [plain, unshuffled] and plain != unshuffled
 
 
 def test_flops_of_known_conv_and_linear_are_two_macs() -> None:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from emfformer.data.locate import load_dataset
+from emfformer.data.splits import select_cases
 from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from emfformer.engine.config import RunConfig
 from emfformer.engine.evaluate import run_evaluation
@@ -31,15 +33,20 @@ def test_fold_minus_one_trains_on_every_non_test_case(tiny_config: Callable[...,
     assert summary["num_cases"] == 2  # a fold -1 checkpoint evaluates on the fixed test part
 
 
-def test_the_split_follows_split_seed_not_the_run_seed(tiny_config: Callable[..., RunConfig], tmp_path: Path):
+def test_the_split_follows_split_seed_not_the_run_seed(
+    trained_run: Path, tiny_config: Callable[..., RunConfig], tmp_path: Path
+):
+    """Training takes its split from ``select_cases`` on ``cfg.data``; the run seed is not part of it."""
     tests = {}
     for seed, split_seed in ((0, 0), (1, 0), (1, 3)):
-        cfg = tiny_config(tmp_path / f"s{seed}_{split_seed}", seed=seed, **{"data.split_seed": split_seed})
-        cfg.optim.epochs = 1
-        run = run_training(cfg)
-        tests[(seed, split_seed)] = json.loads((run / "splits.json").read_text())["test"]
+        cfg = tiny_config(tmp_path / "unused", seed=seed, **{"data.split_seed": split_seed})
+        cases = select_cases(load_dataset(cfg.data), cfg.data, "test", tmp_path / f"{seed}_{split_seed}.json")
+        tests[(seed, split_seed)] = sorted(c.case_id for c in cases)
     assert tests[(0, 0)] == tests[(1, 0)], "another run seed must keep the test part"
     assert tests[(1, 3)] != tests[(0, 0)]
+    assert (
+        sorted(json.loads((trained_run / "splits.json").read_text())["test"]) == tests[(0, 0)]
+    )  # what a run wrote
 
 
 def test_context_slices_make_a_25d_model_that_predicts(tiny_config: Callable[..., RunConfig], tmp_path: Path):
@@ -123,11 +130,13 @@ def test_unknown_model_kwargs_are_a_value_error(
         run_training(tiny_config(tmp_path / "bogus", **{"model.kwargs": {"bogus": 1}}))
 
 
-def test_dataloader_workers_are_seeded_so_runs_repeat(tiny_config: Callable[..., RunConfig], tmp_path: Path):
+def test_dataloader_workers_are_seeded_so_runs_repeat(
+    trained_run: Path, tiny_config: Callable[..., RunConfig], tmp_path: Path
+):
     """2 worker processes with augmentation: each worker has its own stream, and a rerun is identical."""
     runs = [run_training(tiny_config(tmp_path / f"w{i}", **{"data.num_workers": 2})) for i in range(2)]
     a, b = (load_checkpoint(r / "last.pt")["model"] for r in runs)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    serial = load_checkpoint(run_training(tiny_config(tmp_path / "w0_serial")) / "last.pt")["model"]
+    serial = load_checkpoint(trained_run / "last.pt")["model"]  # the same run without workers
     assert any(not torch.equal(a[k], serial[k]) for k in a)  # workers draw other augmentations
