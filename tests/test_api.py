@@ -43,16 +43,11 @@ def test_segment_an_array_and_a_file_with_the_shipped_model(tmp_path: Path) -> N
 def test_segment_takes_a_name_and_refuses_bad_arguments_clearly(tmp_path: Path) -> None:
     image = np.random.default_rng(1).normal(size=(20, 24, 16)).astype(np.float32)
     model = emfformer.load_pretrained("Hippocampus")  # names in any case
-    np.testing.assert_array_equal(
-        emfformer.segment(image, "hippocampus", tta=False), emfformer.segment(image, model, tta=False)
-    )
-    np.testing.assert_array_equal(
-        emfformer.segment(image[..., None], model, tta=False), emfformer.segment(image, model, tta=False)
-    )
+    reference = emfformer.segment(image, model, tta=False)
+    np.testing.assert_array_equal(emfformer.segment(image, "hippocampus", tta=False), reference)
+    np.testing.assert_array_equal(emfformer.segment(image[..., None], model, tta=False), reference)
     assert len(repr(model).splitlines()) == 1 and "axis 0" in repr(model)
-    np.testing.assert_array_equal(
-        emfformer.segment(image, model, tta=np.False_), emfformer.segment(image, model, tta=False)
-    )
+    np.testing.assert_array_equal(emfformer.segment(image, model, tta=np.False_), reference)
     assert emfformer.create_model("emf_former_t", in_channels=np.int64(2), num_classes=3) is not None
     with pytest.raises(ValueError, match="tta must be True, False or None"):
         emfformer.segment(image, model, tta="no")

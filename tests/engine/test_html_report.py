@@ -46,21 +46,15 @@ def test_report_renders_in_headless_chromium_with_all_images(
     assert "fg mIoU" in page and "eval_test" in page and "best:" in page and "worst:" in page
     assert 'src="http' not in page and "src='http" not in page  # self-contained
 
-    dom = subprocess.run(
+    png = tmp_path / "report.png"
+    dom = subprocess.run(  # one launch: the DOM after the load handler ran, and a screenshot
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-         "--dump-dom", out.as_uri()],
+         "--hide-scrollbars", "--window-size=1200,1600", f"--screenshot={png}", "--dump-dom", out.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load handler did not run"
     assert loaded.group(1) == loaded.group(2) == str(n_images), "an image failed to decode"
-
-    png = tmp_path / "report.png"
-    subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1200,1600", f"--screenshot={png}", out.as_uri()],
-        capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
     pixels = imread(png)
     assert pixels.shape[0] == 1600 and pixels.shape[1] == 1200
     assert np.std(pixels[..., :3]) > 0.05, "the screenshot is blank"

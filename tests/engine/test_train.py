@@ -124,9 +124,10 @@ def test_slice_cache_defaults_to_the_cache_folder(
 
 
 def test_resume_continues_from_the_saved_epoch(
-    tiny_config: Callable[..., RunConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    trained_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = run_training(tiny_config(tmp_path / "run"))
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)  # a finished 1-epoch run
     first = _history(run)
     assert [r["epoch"] for r in first] == [1]
 
