@@ -185,10 +185,7 @@ def run_benchmark(
         The report dict that was written to ``bench.json``.
     """
     _check_settings(models, size, batch, threads, repeats, train_batch, max_memory_gb, time_budget_s,
-                    matmul_seconds, warmup, scaling_sizes, device)  # fmt: skip
-    bad = sorted(set(engines) - set(ENGINES))
-    if bad:
-        raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ENGINES)}")
+                    matmul_seconds, warmup, scaling_sizes, device, engines)  # fmt: skip
     specs = [parse_spec(m) for m in models]
     engine_specs = [parse_spec(m) for m in engine_models] if engines else []
     scaling_specs = [parse_spec(m) for m in scaling_models] if scaling_sizes else []
@@ -200,22 +197,10 @@ def run_benchmark(
         size=size, batch=batch, train_batch=train_batch, repeats=repeats, warmup=warmup, threads=threads,
         device=device, max_memory_mb=max_memory_gb * 1024, time_budget_s=time_budget_s, matmul_seconds=matmul_seconds,
     )  # fmt: skip
-    total = 1 + len(specs) + len(scaling_specs) * len(set(scaling_sizes)) + len(engine_specs) * len(engines)
-    total += len(PREDICT_SETTINGS) if predict_checkpoint else 0
-    with tqdm(total=total, desc="emfformer bench", unit="probe", disable=not progress) as bar:
-        bar.set_postfix_str("fp32 matmul peak")
-        matmul = run_probe(replace(base, kind="matmul"), timeout_s)
-        bar.update()
-        results = [_probe(spec, size, base, bar, timeout_s) for spec in specs]
-        by_key = {(r["label"], r["size"]): r for r in results}
-        scaling = {
-            s.label: _scaling(s, sorted(set(scaling_sizes)), base, by_key, bar, timeout_s)
-            for s in scaling_specs
-        }
-        engine_rows = run_engine_probes(engine_specs, tuple(engines), base, timeout_s, bar)
-        predict_rows = (
-            run_predict_probes(predict_checkpoint, base, timeout_s, bar) if predict_checkpoint else []
-        )
+    matmul, results, scaling, engine_rows, predict_rows = _run_probes(
+        base, specs, scaling_specs, sorted(set(scaling_sizes)), engine_specs, tuple(engines), predict_checkpoint,
+        timeout_s, progress,
+    )  # fmt: skip
     _add_peak_fraction(results, matmul.get("gflops"))
     meta = _meta(base, max_memory_gb, specs, scaling_specs, scaling_sizes, device, matmul)
     report: dict[str, Any] = {"meta": meta, "models": results, "scaling": scaling}
@@ -232,12 +217,38 @@ def run_benchmark(
     return report
 
 
+def _run_probes(
+    base: ProbeRequest, specs: list[ModelSpec], scaling_specs: list[ModelSpec], sides: list[int],
+    engine_specs: list[ModelSpec], engines: tuple[str, ...], predict_checkpoint: str | None, timeout_s: float,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[dict], list[dict]]:  # fmt: skip
+    """Every child process of one run, under one progress bar: the matmul peak, the model table, the
+    resolution scaling (reusing table points), the engine table and the whole-volume predict timings."""
+    total = 1 + len(specs) + len(scaling_specs) * len(sides) + len(engine_specs) * len(engines)
+    total += len(PREDICT_SETTINGS) if predict_checkpoint else 0
+    with tqdm(total=total, desc="emfformer bench", unit="probe", disable=not progress) as bar:
+        bar.set_postfix_str("fp32 matmul peak")
+        matmul = run_probe(replace(base, kind="matmul"), timeout_s)
+        bar.update()
+        results = [_probe(spec, base.size, base, bar, timeout_s) for spec in specs]
+        by_key = {(r["label"], r["size"]): r for r in results}
+        scaling = {s.label: _scaling(s, sides, base, by_key, bar, timeout_s) for s in scaling_specs}
+        engine_rows = run_engine_probes(engine_specs, engines, base, timeout_s, bar)
+        predict_rows = (
+            run_predict_probes(predict_checkpoint, base, timeout_s, bar) if predict_checkpoint else []
+        )
+    return matmul, results, scaling, engine_rows, predict_rows
+
+
 def _check_settings(
     models: Sequence[str], size: int, batch: int, threads: int, repeats: int, train_batch: int,
     max_memory_gb: float, time_budget_s: float, matmul_seconds: float, warmup: int,
-    scaling_sizes: Sequence[int], device: str,
+    scaling_sizes: Sequence[int], device: str, engines: Sequence[str],
 ) -> None:  # fmt: skip
     """Every argument of `run_benchmark` checked up front, with a clear ValueError."""
+    bad = sorted(set(engines) - set(ENGINES))
+    if bad:
+        raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ENGINES)}")
     if not models:
         raise ValueError("models must name at least one model spec")
     for name, value in dict(
