@@ -60,7 +60,11 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def epoch_2_runs(
-    msd_phantom: Path, slice_cache: Path, make_overrides, tmp_path_factory: pytest.TempPathFactory
+    session_env: Path,
+    msd_phantom: Path,
+    slice_cache: Path,
+    make_overrides,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Path]:
     """MONAI's UNet trained 1 epoch by one process, then resumed to epoch 2 twice: by 2 processes under
     torchrun (one launch; its fresh slice cache is written by rank 0 and read by rank 1) and by one.

@@ -192,8 +192,10 @@ def test_same_seed_gives_the_same_first_epoch_loss(
     again = _history(run_training(tiny_config(tmp_path / "again")))[0]
     assert again["train_loss"] == reference["train_loss"]
     assert again["val_miou_fg"] == reference["val_miou_fg"]
-    other = _history(run_training(tiny_config(tmp_path / "other", seed=1)))[0]
-    assert other["train_loss"] != reference["train_loss"], "the seed has no effect"
+    other_run = run_training(tiny_config(tmp_path / "other", seed=1))
+    assert _history(other_run)[0]["train_loss"] != reference["train_loss"], "the seed has no effect"
+    split = json.loads((other_run / "splits.json").read_text())  # data.split_seed alone decides the split
+    assert split == json.loads((trained_run / "splits.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------

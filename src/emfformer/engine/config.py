@@ -103,7 +103,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     out_dir: str = "runs/hippocampus_emf_former_s"  # run folder (checkpoints, logs, curves, config)
-    seed: int = 0  # seeds python, numpy, torch and the data split
+    seed: int = 0  # seeds python, numpy and torch (the split has its own data.split_seed)
     device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
     bf16: bool = False  # bfloat16 autocast for forward passes
     threads: int | None = None  # torch CPU threads; None = torch default
