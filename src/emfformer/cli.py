@@ -30,6 +30,7 @@ log = logging.getLogger("emfformer")
 
 def _train(args: argparse.Namespace) -> int:
     from .engine.config import load_config, parse_overrides
+    from .engine.distributed import from_env
     from .engine.train import run_training
 
     overrides: dict[str, object] = {}
@@ -56,6 +57,8 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = run_training(cfg, resume=True, resume_overrides=overrides)
     else:
         run_dir = run_training(load_config(args.config, overrides))
+    if not from_env().is_main:  # under torchrun: one summary line, from rank 0
+        return 0
     # list what this run wrote: ACDC runs have no splits.json (their split ships with the package)
     written = sorted(p.name for p in Path(run_dir).glob("[!.]*"))
     print(f"Run folder: {run_dir}" + (f" ({', '.join(written)})" if written else ""))

@@ -21,6 +21,7 @@ from torch import nn
 
 __all__ = [
     "Dist", "from_env", "setup", "teardown", "barrier", "wrap", "unwrap", "rank_batches", "shard", "gather", "mean",
+    "all_reduce_sum",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -138,3 +139,29 @@ def mean(value: float | None, d: Dist) -> float | None:
         return value
     values = gather([float(value)], d)  # objects, not tensors: works on gloo and nccl alike
     return sum(values) / len(values)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over all ranks, differentiable; shape unchanged.
+
+    The gradient is summed over the ranks as well: every rank computes the same loss from the summed
+    tensor, and after DistributedDataParallel divides by the number of processes each rank's part of a
+    global-batch quantity (the Dice sums) gets exactly its one-process gradient. (What the deprecated
+    ``torch.distributed.nn.functional.all_reduce`` did; torch 2.13 has no public differentiable
+    replacement.)
+    """
+    return _AllReduceSum.apply(tensor)

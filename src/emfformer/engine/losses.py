@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import all_reduce_sum
+
 __all__ = ["SegLoss"]
 
 _SMOOTH = 1e-5  # MONAI's smooth_nr = smooth_dr
@@ -40,9 +42,7 @@ class SegLoss(nn.Module):
         dims = (0, *range(2, logits.ndim))  # batch and space: one Dice per class
         sums = torch.stack([(probs * one_hot).sum(dims), one_hot.sum(dims), probs.sum(dims)])
         if self.distributed:
-            from torch.distributed.nn.functional import all_reduce  # autograd-aware
-
-            sums = all_reduce(sums)
+            sums = all_reduce_sum(sums)  # differentiable: see its docstring for the gradient
         intersection, truth, pred = sums
         dice = 1.0 - (2.0 * intersection + _SMOOTH) / (truth + pred + _SMOOTH)
         return self.ce_weight * ce + self.dice_weight * dice.mean()
