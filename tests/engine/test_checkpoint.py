@@ -33,6 +33,7 @@ class _Payload:
 
 
 @pytest.mark.parametrize("via", ["torch.save", "plain pickle"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the hand-made pickle
 def test_a_malicious_checkpoint_does_not_run(tmp_path: Path, via: str) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
