@@ -71,6 +71,9 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
+LOCK_NAME = ".lock"  # the run folder's lock file (RunLock); a failed start leaves it to its holder
+
+
 def folder_listing(folder: str | Path) -> set[str] | None:
     """Names in ``folder`` (None when it does not exist yet)."""
     path = Path(folder)
@@ -84,7 +87,7 @@ def remove_failed_start(run_dir: Path, before: set[str] | None) -> None:
     if (run_dir / "last.pt").exists() or not run_dir.is_dir():
         return  # a checkpoint exists: keep the run, it can be resumed
     for path in run_dir.iterdir():
-        if path.name not in (before or set()) and path.name != ".lock" and path.is_file():
+        if path.name not in (before or set()) and path.name != LOCK_NAME and path.is_file():
             path.unlink(missing_ok=True)
 
 
@@ -96,7 +99,7 @@ class RunLock:
     """
 
     def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / ".lock"
+        self.path = Path(folder) / LOCK_NAME
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)

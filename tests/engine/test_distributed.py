@@ -80,7 +80,8 @@ def epoch_2_runs(
     done = _torchrun("--resume", "--out", str(runs["two"]), "--epochs", "2",
                      "--set", f"data.cache_dir={runs['two_cache']}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (root / "torchrun_stdout.txt").write_text(done.stdout)
+    runs["torchrun_stdout"] = root / "torchrun_stdout.txt"
+    runs["torchrun_stdout"].write_text(done.stdout)
     cfg = load_config(None, make_overrides(msd_phantom, runs["one"], slice_cache, **model))
     run_training(cfg, resume=True, resume_overrides={"optim.epochs": 2})
     return runs
@@ -121,5 +122,5 @@ def test_only_rank_0_writes_and_resume_works_under_torchrun(epoch_2_runs: dict[s
     assert state["config"]["data"]["cache_dir"] == str(epoch_2_runs["two_cache"])
     assert any(epoch_2_runs["two_cache"].iterdir())  # rank 0 filled the new slice cache
     assert not list(out.glob(".*"))  # no lock or temp file left behind
-    stdout = (out.parent / "torchrun_stdout.txt").read_text()
+    stdout = epoch_2_runs["torchrun_stdout"].read_text()
     assert stdout.count("Run folder:") == 1, stdout  # the summary line comes from rank 0 only
