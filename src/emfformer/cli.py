@@ -1,7 +1,8 @@
 """The ``emfformer`` command: thin parsers that validate and call the importable engine functions.
 
+emfformer plan      DATA [-o plans.json] [--model emf_former_s] [--set data.memory_budget_mib=2048]
 emfformer train     --config configs/hippocampus.yaml [--data DIR] [--set optim.lr=1e-3 ...]
-emfformer evaluate  [--checkpoint RUN/best.pt ...] [--part test] [--tta]
+emfformer evaluate  [--checkpoint RUN/best.pt ...] [--part test] [--tta] | --pred DIR --labels DIR
 emfformer predict   -i FILE_OR_DIR -o DIR [--checkpoint RUN/best.pt ...] [--overlays] [--tta]
 emfformer export    [--checkpoint C] --format onnx|torchscript|monai-bundle -o FILE|DIR
 emfformer pack      RUN_A/best.pt RUN_B/best.pt ... -o ensemble.pt [--tta]
@@ -65,18 +66,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from .engine.evaluate import run_evaluation
+def _plan(args: argparse.Namespace) -> int:
+    from .engine.planning import run_plan
 
-    s = run_evaluation(
-        args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16,
-        tta=args.tta,
-    )  # fmt: skip
+    plan, path = run_plan(args.data, args.output, args.model, args.set or [], args.config)
+    print(f"Wrote {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if (args.pred is None) != (args.labels is None):
+        raise ValueError(
+            "--pred and --labels go together: a folder of predictions and one of reference labels"
+        )
+    if args.pred is not None:
+        from .engine.score import score_folders
+
+        if args.checkpoint:
+            raise ValueError("--pred scores existing predictions: drop --checkpoint")
+        s = score_folders(
+            args.pred, args.labels, args.out or Path(args.pred) / "evaluation", args.dataset_json
+        )
+    else:
+        s = _evaluate_checkpoint(args)
     print(
         f"fg Dice {100 * s['mean_dice_fg']:.2f} %, fg mIoU {100 * s['miou_fg']:.2f} %, HD95 {s['hd95_fg_mm']:.2f} mm"
     )
     print(f"Report: {s['out_dir']}/summary.md")
     return 0
+
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    from .engine.evaluate import run_evaluation
+
+    return run_evaluation(
+        args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16,
+        tta=args.tta,
+    )  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -86,7 +112,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("give either --checkpoint or --onnx, not both")
     written = run_prediction(
         args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
-        exported=args.onnx, engine=args.engine, fast=args.fast,
+        exported=args.onnx, engine=args.engine, fast=args.fast, save_probabilities=args.save_probabilities,
     )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.output}")
     return 0
@@ -203,8 +229,23 @@ def _add_evaluate_parser(sub: Any, commands: dict[str, Callable[[argparse.Namesp
     p.add_argument("--out", help="report folder (default: RUN/eval_<part>)")
     p.add_argument("--splits", help="split JSON (default: RUN/splits.json)")
     p.add_argument("--max-cases", type=int, help="only the first N cases")
+    p.add_argument("--pred", help="score this folder of predictions instead of running a checkpoint")
+    p.add_argument("--labels", help="with --pred: the folder of reference labels (e.g. DATA/labelsTr)")
+    p.add_argument("--dataset-json", help="with --pred: class names (default: LABELS/../dataset.json)")
     _add_runtime_args(p)
     commands["evaluate"] = _evaluate
+
+
+def _add_plan_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    p = sub.add_parser("plan", help="fingerprint a dataset and write its training plan (plans.json)")
+    p.add_argument("data", help="the dataset folder (nnU-Net v2 / MSD layout)")
+    p.add_argument("-o", "--output", help="plans.json to write (default: DATA's name under the cache folder)")
+    p.add_argument(
+        "--model", default="emf_former_s", help="model the patch size is a multiple of the stride of"
+    )
+    p.add_argument("--config", help="YAML config whose data settings apply (as in train)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.size=96")
+    commands["plan"] = _plan
 
 
 def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
@@ -216,6 +257,10 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         "--onnx", help="an ONNX or TorchScript file from `emfformer export` (instead of --checkpoint)"
     )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
+    p.add_argument(
+        "--save-probabilities", "--save_probabilities", action="store_true",
+        help="also write <case>.npz with the class probabilities (nnU-Net's layout)",
+    )  # fmt: skip
     p.add_argument(
         "--fast", action="store_true",
         help="only the first network of an ensemble, no TTA (shipped model: ~0.1 s per volume, 2 points less mIoU)",
@@ -291,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
     _add_train_parser(sub, commands)
+    _add_plan_parser(sub, commands)
     _add_evaluate_parser(sub, commands)
     _add_predict_parser(sub, commands)
     _add_export_parser(sub, commands)

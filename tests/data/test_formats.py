@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from emfformer.data.cases import Case, DataError, load_volume
-from emfformer.data.formats import write_itk_labels
+from emfformer.data.formats import write_itk_labels, write_png_labels
 
 
 def _scan(rng: np.random.Generator) -> sitk.Image:
@@ -51,7 +51,6 @@ def test_labels_are_written_back_with_the_input_geometry(tmp_path: Path) -> None
     "image, match",
     [
         (sitk.Image(8, 8, sitk.sitkFloat32), "2 dimensions"),
-        (sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), "3 values per voxel"),
     ],
 )
 def test_non_volumes_are_refused_naming_the_file(image: sitk.Image, match: str, tmp_path: Path) -> None:
@@ -60,6 +59,26 @@ def test_non_volumes_are_refused_naming_the_file(image: sitk.Image, match: str, 
     with pytest.raises(DataError, match=match) as info:
         load_volume(Case("bad", path))
     assert str(path) in str(info.value)
+
+
+def test_a_vector_image_is_read_as_channels(tmp_path: Path) -> None:
+    path = tmp_path / "vec.mha"
+    sitk.WriteImage(sitk.Image([4, 5, 6], sitk.sitkVectorFloat32, 3), str(path))
+    assert load_volume(Case("vec", path)).image.shape == (4, 5, 6, 3)
+
+
+def test_an_rgb_png_is_a_one_slice_three_channel_case(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((7, 9, 3), np.uint8)
+    rgb[2, 3] = (10, 20, 30)
+    Image.fromarray(rgb).save(tmp_path / "x_0000.png")
+    Image.fromarray(np.eye(7, 9, dtype=np.uint8)).save(tmp_path / "x.png")
+    vol = load_volume(Case("x", tmp_path / "x_0000.png", tmp_path / "x.png"))
+    assert vol.image.shape == (7, 9, 1, 3) and vol.image[2, 3, 0].tolist() == [10, 20, 30]
+    assert vol.label.shape == (7, 9, 1) and vol.label[:, :, 0].tolist() == np.eye(7, 9).tolist()
+    write_png_labels(vol.label.astype(np.uint8), tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.eye(7, 9, dtype=np.uint8))
 
 
 def test_a_corrupt_nrrd_is_one_clear_error(tmp_path: Path) -> None:

@@ -93,9 +93,9 @@ def test_problems_are_collected(msd_root: Path) -> None:
     assert "hippocampus_001" in str(err.value) and "hippocampus_002" in str(err.value)
 
 
-def test_multi_channel_refused(msd_root: Path) -> None:
+def test_a_channel_count_that_differs_from_dataset_json_is_refused(msd_root: Path) -> None:
     _edit_meta(msd_root, modality={"0": "T2", "1": "ADC"})
-    with pytest.raises(DataError, match="2 input channels"):
+    with pytest.raises(DataError, match=r"1 input channel\(s\) in .*dataset.json lists 2"):
         read_msd_dataset(msd_root)
 
 

@@ -130,26 +130,20 @@ def test_pad_shapes_and_exact_geometry(shape: tuple[int, int, int], axis: int) -
     cfg = PreprocessConfig(size=64, slice_axis=axis)
     slices, label_slices, info = volume_to_slices(image, cfg, label)
     s = shape[axis]
-    assert slices.shape == (s, 1, 64, 64) and slices.dtype == np.float32
-    assert label_slices is not None and label_slices.shape == (s, 64, 64) and label_slices.dtype == np.int64
-    assert info.original_shape == shape and info.num_slices == s
+    h, w = (max(n, 64) for a, n in enumerate(shape) if a != axis)  # padded up to the patch, never cropped
+    assert slices.shape == (s, 1, h, w) and slices.dtype == np.float32
+    assert label_slices is not None and label_slices.shape == (s, h, w) and label_slices.dtype == np.int64
+    assert info.original_shape == shape and info.num_slices == s and info.crop_start == (0, 0)
 
     back = labels_to_volume(label_slices, info)
     assert back.shape == shape
-    (c0, c1), (l0, l1) = info.crop_start, info.length
-    window = [slice(None)] * 3
-    in_plane = [a for a in range(3) if a != axis]
-    window[in_plane[0]] = slice(c0, c0 + l0)
-    window[in_plane[1]] = slice(c1, c1 + l1)
-    window = tuple(window)
-    expected = np.zeros(shape, dtype=np.int64)
-    expected[window] = label[window]
-    assert back.dtype == np.int16 and np.array_equal(back, expected)
+    assert back.dtype == np.int16 and np.array_equal(back, label)  # every voxel comes back
 
     # the image is placed on the same pixels as the label
     norm = np.moveaxis(normalize_volume(image, cfg), axis, 0)
-    (p0, p1) = info.pad_before
-    assert np.allclose(slices[:, 0, p0 : p0 + l0, p1 : p1 + l1], norm[:, c0 : c0 + l0, c1 : c1 + l1])
+    (p0, p1), (l0, l1) = info.pad_before, info.length
+    assert (l0, l1) == norm.shape[1:]
+    assert np.allclose(slices[:, 0, p0 : p0 + l0, p1 : p1 + l1], norm)
     if p0 > 0:  # padding looks like background (the darkest normalised value)
         assert np.all(slices[:, 0, :p0] == norm.min())
 
@@ -165,14 +159,27 @@ def test_pad_round_trip_of_one_hot_is_exact(shape: tuple[int, int, int]) -> None
     assert np.array_equal(slices_to_volume(_one_hot(label_slices, 3).numpy(), info), label)  # numpy input
 
 
-def test_pad_volume_larger_than_size_fills_cropped_border_with_background() -> None:
+def test_pad_volume_larger_than_the_patch_is_kept_whole_not_cropped() -> None:
     shape = (80, 71, 3)
     label = np.ones(shape, dtype=np.int16)
-    _, label_slices, info = volume_to_slices(np.zeros(shape), PreprocessConfig(size=64), label)
-    assert info.crop_start == (8, 3) and info.pad_before == (0, 0)
+    slices, label_slices, info = volume_to_slices(np.zeros(shape), PreprocessConfig(size=64), label)
+    assert slices.shape == (3, 1, 80, 71) and info.crop_start == (0, 0) and info.pad_before == (0, 0)
     back = slices_to_volume(_one_hot(label_slices, 2), info)
-    assert back.shape == shape
-    assert back[8:72, 3:67].all() and back.sum() == 64 * 64 * 3
+    assert back.shape == shape and back.all()  # the whole slice is segmented (tiled at inference)
+
+
+def test_multi_channel_volumes_give_channel_major_context() -> None:
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.normal(0, 1, (20, 24, 5)), rng.normal(500, 50, (20, 24, 5))], axis=-1)
+    cfg = PreprocessConfig(size=32, channels=2, context=3)
+    slices, _, info = volume_to_slices(image, cfg)
+    assert slices.shape == (5, 6, 32, 32) and info.slice_shape == (32, 32)
+    centre = slices[:, :, 6:26, 4:28]
+    assert not np.allclose(centre[2, 1], centre[1, 0])  # channel 0 at z - 1, z, z + 1, then channel 1
+    assert np.allclose(centre[2, 0], centre[1, 1]) and np.allclose(centre[2, 3], centre[1, 4])
+    assert abs(float(centre[:, 3:].mean())) < 0.1  # each channel z-scored on its own
+    with pytest.raises(DataError, match="takes 2"):
+        volume_to_slices(image[..., :1].repeat(3, -1), cfg)
 
 
 # --- resize mode --------------------------------------------------------------------------------

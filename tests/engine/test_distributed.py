@@ -116,7 +116,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(epoch_2_runs
 def test_only_rank_0_writes_and_resume_works_under_torchrun(epoch_2_runs: dict[str, Path]) -> None:
     out = epoch_2_runs["two"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["best.pt", "config.yaml", "curves.png", "last.pt", "log.csv", "log.json", "splits.json"]
+    assert names == [
+        "best.pt", "config.yaml", "curves.png", "last.pt", "log.csv", "log.json", "plans.json", "splits.json",
+        "splits_final.json",
+    ]  # fmt: skip
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
     assert state["config"]["data"]["cache_dir"] == str(epoch_2_runs["two_cache"])

@@ -109,13 +109,17 @@ def test_batch_larger_than_the_training_slices_still_trains(
     assert history[-1]["lr"] == pytest.approx(state["config"]["optim"]["min_lr"])
 
 
-def test_slice_cache_defaults_to_the_cache_folder(
+def test_preprocessed_data_defaults_to_the_cache_folder(
     tiny_config: Callable[..., RunConfig], tmp_path: Path
 ) -> None:
-    """data.cache_dir = None -> $EMFFORMER_CACHE/slices (the autouse fixture points it into tmp_path)."""
-    run_training(tiny_config(tmp_path / "run", **{"data.cache_dir": None}))
-    assert len(list((tmp_path / "emfformer_cache" / "slices").glob("slices_*.npz"))) == 1
-    assert not list((tmp_path / "run").glob("**/*.npz"))
+    """data.cache_dir = None -> $EMFFORMER_CACHE/preprocessed (the autouse fixture points it into tmp_path)."""
+    run = run_training(tiny_config(tmp_path / "run", **{"data.cache_dir": None}))
+    folders = [p for p in (tmp_path / "emfformer_cache" / "preprocessed").iterdir() if p.name != "plans"]
+    assert len(folders) == 1 and (folders[0] / "index.json").is_file()
+    assert len(list(folders[0].glob("*_seg.npy"))) == 4  # one per training case
+    assert not list(run.glob("**/*.npy"))
+    plan = json.loads((run / "plans.json").read_text())
+    assert plan["patch_size"] == 32 and plan["planned"]["patch_size"] == 32 and plan["slice_axis"] == 2
 
 
 # ----------------------------------------------------------------------------------------------

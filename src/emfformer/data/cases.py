@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .formats import ITK_SUFFIXES, read_itk
+from .formats import ITK_SUFFIXES, PNG_SUFFIXES, read_itk, read_png
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,13 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "IMAGE_SUFFIXES",
     "nifti_stem",
+    "case_stem",
 ]
 
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES  # what predict / segment read (ITK formats: SimpleITK)
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + PNG_SUFFIXES  # what predict / segment read
+_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net's channel suffix: case_0000.nii.gz
 
 
 def nifti_stem(name: str) -> str:
@@ -46,9 +49,14 @@ def nifti_stem(name: str) -> str:
     return name
 
 
+def case_stem(name: str) -> str:
+    """The case id of an image file name: `nifti_stem` without nnU-Net's ``_0000`` channel suffix."""
+    return _CHANNEL_SUFFIX.sub("", nifti_stem(name))
+
+
 def _kind(path: Path) -> str:
     suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), "")
-    return {".nrrd": "NRRD", ".mha": "MetaImage"}.get(suffix, ".nii/.nii.gz")
+    return {".nrrd": "NRRD", ".mha": "MetaImage", ".png": "PNG"}.get(suffix, ".nii/.nii.gz")
 
 
 class DataError(ValueError):
@@ -61,25 +69,37 @@ class Case:
 
     Attributes:
         case_id: unique id inside the dataset, e.g. ``hippocampus_004`` or ``patient001_frame01``.
-        image: path of the image NIfTI.
-        label: path of the label NIfTI, or ``None`` for unlabelled cases.
+        image: path of the image file (the first channel of a multi-channel case).
+        label: path of the label file, or ``None`` for unlabelled cases.
         group: stratification group (ACDC pathology group), ``None`` when not applicable.
+        channels: files of the further input channels (nnU-Net ``_0001``, ``_0002``...), in order.
     """
 
     case_id: str
     image: Path
     label: Path | None = None
     group: str | None = None
+    channels: tuple[Path, ...] = ()
+
+    @property
+    def images(self) -> tuple[Path, ...]:
+        """Every channel file of the case, channel 0 first."""
+        return (Path(self.image), *(Path(c) for c in self.channels))
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset read from disk: its class names (index 0 = background) and its cases."""
+    """A dataset read from disk: its class names (index 0 = background), its labelled cases, its input
+    channel names (``dataset.json``'s ``channel_names``), its unlabelled ``imagesTs`` cases and the
+    nnU-Net ``splits_final.json`` folds when the folder has them."""
 
     name: str
     root: Path
     class_names: tuple[str, ...]
     cases: tuple[Case, ...] = field(default_factory=tuple)
+    channel_names: tuple[str, ...] = ("image",)
+    test_cases: tuple[Case, ...] = field(default_factory=tuple)
+    splits_final: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +108,8 @@ class DatasetInfo:
 
 @dataclass
 class Volume:
-    """A loaded case. ``image`` is float32 (X, Y, Z); ``label`` is int16 (X, Y, Z) or ``None``.
+    """A loaded case. ``image`` is float32 (X, Y, Z), or (X, Y, Z, C) with several input channels;
+    ``label`` is int16 (X, Y, Z) or ``None``.
 
     ``spacing`` is the voxel size in mm (from the header zooms); ``affine`` and ``header`` are kept so
     that predictions are written back with the geometry of the input file.
@@ -133,6 +154,8 @@ def _open_image(path: Path) -> nib.Nifti1Image:
     lower = path.name.lower()
     if lower.endswith(ITK_SUFFIXES):
         return read_itk(path)
+    if lower.endswith(PNG_SUFFIXES):
+        return read_png(path)
     if path.name.endswith(NIFTI_SUFFIXES):
         try:
             return nib.load(str(path))
@@ -158,8 +181,11 @@ def _warn_unknown_orientation(path: str) -> None:
     )
 
 
-def open_image(path: Path) -> nib.Nifti1Image:
+def open_image(path: Path, channels: bool = False) -> nib.Nifti1Image:
     """The header-checked image of ``path`` (voxels not read yet): 3D, real, of a sane size.
+
+    ``channels``: also accept (X, Y, Z, C) images whose last axis holds input channels (an RGB PNG, a
+    vector-valued ITK file).
 
     Raises:
         DataError: missing, unreadable, not 3D, RGB/complex, or claiming more than 8 GiB.
@@ -172,7 +198,7 @@ def open_image(path: Path) -> nib.Nifti1Image:
         raise DataError(f"Cannot read image file {path}: {exc}. Is it a valid {_kind(path)} file?") from exc
     if len(img.shape) == 4 and img.shape[3] == 1:  # a 3D volume stored with one time point / channel
         img = img.slicer[..., 0]
-    if len(img.shape) != 3:
+    if len(img.shape) != 3 and not (channels and len(img.shape) == 4):
         hint = (
             " It holds several volumes (e.g. a cine or multi-channel series): save each one as its own 3D file "
             "(e.g. `nibabel.four_to_three`) and segment those."
@@ -218,26 +244,49 @@ def is_valid_affine(affine: np.ndarray) -> bool:
     return a.shape == (4, 4) and bool(np.isfinite(a).all()) and abs(np.linalg.det(a[:3, :3])) >= 1e-12
 
 
-def load_volume(case: Case) -> Volume:
-    """Load a case's image (cast to float32) and label (cast to int16), checking they match.
+def _load_channels(case: Case) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The case's image as float32 (X, Y, Z) or (X, Y, Z, C) and the header of its first channel file.
 
-    Raises:
-        DataError: a file is missing/unreadable, not 3D, or image and label differ in shape/affine.
+    Channels come from several files (nnU-Net ``_0000``, ``_0001``...) or from one file whose last axis
+    holds them (an RGB PNG); every channel must cover the voxels of the first.
     """
-    img = open_image(Path(case.image))
-    image = _read_voxels(img, Path(case.image), np.float32)
+    arrays, first = [], None
+    for path in case.images:
+        img = open_image(path, channels=True)
+        if first is None:
+            first = img
+        elif img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine, atol=1e-3):
+            raise DataError(
+                f"Case {case.case_id}: channel file {path} has shape {img.shape[:3]} / another affine than "
+                f"{case.image} ({first.shape[:3]}); every channel must be on the same voxel grid."
+            )
+        data = _read_voxels(img, path, np.float32)
+        arrays.append(data if data.ndim == 4 else data[..., None])
+    assert first is not None
+    image = np.concatenate(arrays, axis=-1) if len(arrays) > 1 else arrays[0]
     if not np.isfinite(image).all():
         n_bad = int(image.size - np.isfinite(image).sum())
         raise DataError(
             f"{case.image} holds {n_bad} NaN or infinite voxel(s); fix or mask them (e.g. set them to 0) first."
         )
+    return (image[..., 0] if image.shape[-1] == 1 else image), first
+
+
+def load_volume(case: Case) -> Volume:
+    """Load a case's image (cast to float32, channels last when it has several) and label (cast to
+    int16), checking they match.
+
+    Raises:
+        DataError: a file is missing/unreadable, not 3D, or image and label differ in shape/affine.
+    """
+    image, img = _load_channels(case)
     label = None
     if case.label is not None:
         lab = open_image(Path(case.label))
-        if lab.shape != img.shape:
+        if lab.shape != img.shape[:3]:
             raise DataError(
                 f"Case {case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} "
-                f"has {img.shape}; image and label must cover the same voxels."
+                f"has {img.shape[:3]}; image and label must cover the same voxels."
             )
         if not np.allclose(lab.affine, img.affine, atol=1e-3):
             raise DataError(

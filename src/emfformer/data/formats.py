@@ -1,4 +1,5 @@
-"""Image formats besides NIfTI: ``.nrrd`` and ``.mha`` through SimpleITK (optional extra ``formats``).
+"""Image formats besides NIfTI: ``.nrrd`` and ``.mha`` through SimpleITK (optional extra ``formats``),
+and 2D ``.png`` images (nnU-Net's natural-image datasets: one grey or RGB PNG per case) through Pillow.
 
 A scan in one of these formats is read into a `nibabel.Nifti1Image` (voxels in x, y, z order, affine
 in NIfTI's RAS world), so everything downstream is format-blind; a label volume is written back in the
@@ -12,9 +13,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["ITK_SUFFIXES", "read_itk", "write_itk_labels"]
+__all__ = ["ITK_SUFFIXES", "PNG_SUFFIXES", "read_itk", "write_itk_labels", "read_png", "write_png_labels"]
 
 ITK_SUFFIXES = (".nrrd", ".mha")
+PNG_SUFFIXES = (".png",)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -38,22 +40,21 @@ def read_itk(path: Path) -> nib.Nifti1Image:
     Raises:
         ImportError: SimpleITK is not installed.
         RuntimeError: SimpleITK cannot read the file.
-        ValueError: not a single-channel 3D image.
+        ValueError: not a 3D image. A vector image (several values per voxel) gives (x, y, z, c).
     """
     sitk = _sitk()
     img = sitk.ReadImage(str(path), imageIO=_image_io(path))  # ITK picks readers by lower-case suffix
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(
-            f"it has {img.GetDimension()} dimensions and {img.GetNumberOfComponentsPerPixel()} values per voxel; "
-            "emfformer expects a single-channel 3D volume"
-        )
-    data = np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0))  # (z, y, x) -> (x, y, z)
+    if img.GetDimension() != 3:
+        raise ValueError(f"it has {img.GetDimension()} dimensions; emfformer expects a 3D volume")
+    array = sitk.GetArrayFromImage(img)  # (z, y, x) or (z, y, x, c)
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    data = np.ascontiguousarray(array.transpose(axes))  # -> (x, y, z[, c])
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(img.GetSpacing())
     affine[:3, 3] = _LPS_TO_RAS @ np.asarray(img.GetOrigin())
     out = nib.Nifti1Image(data, affine)
-    out.header.set_zooms(img.GetSpacing())
+    out.header.set_zooms(tuple(img.GetSpacing()) + ((1.0,) if data.ndim == 4 else ()))
     return out
 
 
@@ -64,3 +65,32 @@ def write_itk_labels(labels: np.ndarray, reference: Path, path: Path) -> None:
     out = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
     out.CopyInformation(ref)
     sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def read_png(path: Path) -> nib.Nifti1Image:
+    """A 2D PNG as a one-slice volume: grey (rows, cols, 1), RGB(A) (rows, cols, 1, 3) without alpha.
+
+    The pixel grid is taken as 1 x 1 x 1 mm with an identity affine (PNG has no geometry).
+    """
+    from PIL import Image  # Pillow comes with matplotlib
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        data = np.asarray(im.convert("RGB") if mode in ("RGBA", "P", "LA", "CMYK") else im)
+    if data.ndim == 3:
+        data = data[:, :, None, :3]  # (rows, cols, 1 slice, RGB)
+    elif data.ndim == 2:
+        data = data[:, :, None]
+    else:
+        raise ValueError(f"a PNG of mode {mode} with shape {data.shape} is neither grey nor RGB")
+    return nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4))
+
+
+def write_png_labels(labels: np.ndarray, path: Path) -> None:
+    """Write a (rows, cols, 1) label volume as an 8-bit grey PNG (the values are the class indices)."""
+    from PIL import Image
+
+    if labels.ndim != 3 or labels.shape[2] != 1 or labels.max(initial=0) > 255:
+        raise ValueError(f"a PNG label map needs (rows, cols, 1) values in 0..255, got {labels.shape}")
+    Image.fromarray(np.ascontiguousarray(labels[:, :, 0].astype(np.uint8))).save(path, format="PNG")

@@ -27,6 +27,7 @@ from .cases import Case, DataError
 
 __all__ = [
     "GridInfo",
+    "border_bbox",
     "check_orientation",
     "voxel_spacing",
     "to_model_grid",
@@ -66,12 +67,14 @@ class GridInfo:
         ornt: nibabel orientation transform from the scan's axes to the model's, or None (not reoriented).
         oriented_shape: shape after reorientation, before resampling.
         model_shape: shape the model sees (after resampling).
+        bbox: (start, stop) per input axis of the region kept by the border crop, or None (not cropped).
     """
 
     input_shape: tuple[int, int, int]
     ornt: np.ndarray | None
     oriented_shape: tuple[int, int, int]
     model_shape: tuple[int, int, int]
+    bbox: tuple[tuple[int, int], ...] | None = None
 
     @property
     def resampled(self) -> bool:
@@ -84,28 +87,59 @@ def _resample(x: torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
     return F.interpolate(x[None], size=tuple(shape), mode=mode, **kwargs)[0]
 
 
+def border_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """The bounding box of the voxels that differ from a constant border, or None.
+
+    A border is constant when the 8 corner voxels of every channel hold one value (zero fill outside a
+    skull-stripped brain, a CT's padding value, a scan pasted into a larger empty field). nnU-Net crops
+    to the nonzero region; this is the same rule for any fill value. ``image``: (X, Y, Z[, C]).
+    """
+    chans = image if image.ndim == 4 else image[..., None]
+    corners = chans[[0, -1]][:, [0, -1]][:, :, [0, -1]].reshape(-1, chans.shape[-1])
+    if not (corners == corners[0]).all():
+        return None
+    mask = (chans != corners[0]).any(axis=-1)
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append((int(hit[0]), int(hit[-1]) + 1))
+    if all(b == (0, n) for b, n in zip(box, mask.shape, strict=True)):
+        return None
+    return tuple(box)
+
+
 def to_model_grid(
     image: np.ndarray,
     affine: np.ndarray | None,
     orientation: str | None,
     spacing: Sequence[float] | None,
     label: np.ndarray | None = None,
+    crop_border: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, GridInfo]:
-    """Reorient a 3D scan to ``orientation`` and resample it to ``spacing`` (mm, in that orientation).
+    """Crop a constant border, reorient a 3D scan to ``orientation`` and resample it to ``spacing``
+    (mm, in that orientation).
 
     Args:
-        image: (X, Y, Z) real array.
+        image: (X, Y, Z) or channels-last (X, Y, Z, C) real array.
         affine: its 4x4 voxel-to-world matrix; ``None`` treats the array as already on the model's grid.
         orientation: target axis codes (``"RAS"``); ``None`` keeps the array axes.
         spacing: target voxel size per (reoriented) axis; ``None`` keeps the voxel size. Axes within 1 %
             of the target are not resampled.
         label: optional (X, Y, Z) integer labels, moved with nearest-neighbour sampling.
+        crop_border: first crop to `border_bbox` (undone by `scores_to_input_grid`: background there).
 
     Returns:
         image and label on the model grid (float32 / int16; the inputs themselves when nothing moves),
         and the `GridInfo` to undo it.
     """
-    shape = tuple(int(n) for n in image.shape)
+    shape = tuple(int(n) for n in image.shape[:3])
+    bbox = border_bbox(image) if crop_border else None
+    if bbox is not None:
+        region = tuple(slice(a, b) for a, b in bbox)
+        image = image[region]
+        label = None if label is None else label[region]
     ornt = None
     vox = None if affine is None else voxel_spacing(affine)
     if affine is not None and orientation is not None:
@@ -116,7 +150,7 @@ def to_model_grid(
             image = apply_orientation(image, ornt)
             label = None if label is None else apply_orientation(label, ornt)
             vox = vox[np.argsort(ornt[:, 0])]  # spacing follows its axis to the new position
-    oriented = tuple(int(n) for n in image.shape)
+    oriented = tuple(int(n) for n in image.shape[:3])
     target = oriented
     if vox is not None and spacing is not None:
         tgt = np.asarray(spacing, dtype=np.float64)
@@ -124,10 +158,14 @@ def to_model_grid(
         target = tuple(
             n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
         )
-    info = GridInfo(shape, ornt, oriented, target)  # type: ignore[arg-type]
+    info = GridInfo(shape, ornt, oriented, target, bbox)  # type: ignore[arg-type]
     image = np.ascontiguousarray(image, dtype=np.float32)
     if info.resampled:
-        image = _resample(torch.from_numpy(image)[None], target, "trilinear")[0].numpy()
+        chans = torch.from_numpy(
+            np.ascontiguousarray(np.moveaxis(image[..., None] if image.ndim == 3 else image, -1, 0))
+        )
+        moved = np.moveaxis(_resample(chans, target, "trilinear").numpy(), 0, -1)
+        image = np.ascontiguousarray(moved[..., 0] if image.ndim == 3 else moved)
         if label is not None:
             lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None]
             label = _resample(lab, target, "nearest-exact")[0].numpy().round().astype(np.int16)
@@ -149,6 +187,11 @@ def scores_to_input_grid(scores: np.ndarray, info: GridInfo) -> np.ndarray:
         scores = scores.numpy()
     if info.ornt is not None:  # nibabel orients the first 3 axes: move the class axis last and back
         scores = np.moveaxis(apply_orientation(np.moveaxis(scores, 0, -1), _inverse(info.ornt)), -1, 0)
+    if info.bbox is not None:  # outside the cropped region: the constant border, background
+        full = np.zeros((scores.shape[0], *info.input_shape), dtype=np.float32)
+        full[0] = 1.0
+        full[(slice(None), *(slice(a, b) for a, b in info.bbox))] = scores
+        scores = full
     return np.ascontiguousarray(scores)
 
 

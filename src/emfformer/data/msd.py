@@ -6,8 +6,9 @@ Expected layout (MSD, e.g. ``Task04_Hippocampus``)::
     <root>/imagesTr/<case>.nii.gz
     <root>/labelsTr/<case>.nii.gz
 
-nnU-Net v2 folders (``channel_names``, ``labels`` as ``{"background": 0, ...}``, no ``training``
-list, images named ``<case>_0000.nii.gz``) are read as well. Only single-channel tasks are supported.
+nnU-Net v2 folders (``channel_names``, ``labels`` as ``{"background": 0, ...}``, ``file_ending``, no
+``training`` list, images named ``<case>_0000<ending>``, several channels, ``imagesTs``,
+``splits_final.json``) are read through `emfformer.data.nnunet`.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from emfformer.data import nnunet
 from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem, open_image
 
 __all__ = ["read_msd_dataset", "check_msd_dataset"]
 
-_NIFTI = ".nii.gz"
 _MAX_LISTED_PROBLEMS = 20
 
 
-def _class_names(labels: Any, path: Path) -> tuple[str, ...]:
+def parse_class_names(labels: Any, path: Path) -> tuple[str, ...]:
     """Turn ``dataset.json["labels"]`` (MSD ``{"0": "background"}`` or nnU-Net v2 ``{"background": 0}``)
     into names ordered by label value; values must be exactly 0..n-1."""
     if not isinstance(labels, dict) or not labels:
@@ -57,16 +58,6 @@ def _class_names(labels: Any, path: Path) -> tuple[str, ...]:
     return tuple(by_value[i] for i in range(len(by_value)))
 
 
-def _check_single_channel(meta: dict[str, Any], path: Path) -> None:
-    for key in ("modality", "channel_names"):
-        channels = meta.get(key)
-        if isinstance(channels, dict) and len(channels) > 1:
-            raise DataError(
-                f"{path}: this task has {len(channels)} input channels ({key} = {channels}); emfformer "
-                "supports single-channel tasks only (e.g. Task04_Hippocampus). Pick a single-modality task."
-            )
-
-
 def _resolve(root: Path, rel: str) -> Path:
     rel = rel[2:] if rel.startswith("./") else rel
     return root / rel
@@ -81,20 +72,6 @@ def _cases_from_training_list(root: Path, entries: Any, path: Path) -> list[Case
             raise DataError(f'{path}: training entry {i} ({entry!r}) needs both "image" and "label".')
         image = _resolve(root, str(entry["image"]))
         cases.append(Case(nifti_stem(image.name), image, _resolve(root, str(entry["label"]))))
-    return cases
-
-
-def _cases_from_label_folder(root: Path, file_ending: str) -> list[Case]:
-    """nnU-Net v2: no training list; one label per case, image ``<case>_0000<ending>`` (or ``<case><ending>``)."""
-    cases = []
-    for label in sorted((root / "labelsTr").glob(f"*{file_ending}")):
-        if label.name.startswith("."):
-            continue  # macOS AppleDouble files ("._x.nii.gz") shipped in some archives
-        case_id = label.name[: -len(file_ending)]
-        image = root / "imagesTr" / f"{case_id}_0000{file_ending}"
-        if not image.exists() and (root / "imagesTr" / label.name).exists():
-            image = root / "imagesTr" / label.name
-        cases.append(Case(case_id, image, label))
     return cases
 
 
@@ -143,40 +120,72 @@ def read_msd_dataset(root: Path, check: bool = True) -> DatasetInfo:
             raise DataError(
                 f"Missing folder {root / folder}; an MSD task folder has imagesTr/ and labelsTr/."
             )
-    _check_single_channel(meta, meta_path)
-    class_names = _class_names(meta.get("labels"), meta_path)
-    if "training" in meta:
+    channels = nnunet.channel_names(meta, meta_path)
+    class_names = parse_class_names(meta.get("labels"), meta_path)
+    test_cases: list[Case] = []
+    if "training" in meta:  # MSD v1: one (possibly 4D, multi-channel) file per case
         cases = _cases_from_training_list(root, meta["training"], meta_path)
     else:
-        cases = _cases_from_label_folder(root, str(meta.get("file_ending", _NIFTI)))
+        ending = nnunet.check_file_ending(meta, root, meta_path)
+        cases = nnunet.list_cases(root, ending, len(channels))
+        test_cases = nnunet.list_cases(root, ending, len(channels), part="Ts")
     if not cases:
         raise DataError(f"{meta_path} lists no labelled training cases.")
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise DataError(f"{meta_path}: case ids appear more than once: {dup[:10]}.")
-    info = DatasetInfo(str(meta.get("name", root.name)), root, class_names, tuple(cases))
+    splits_final = nnunet.read_splits_final(root, ids)
+    name = str(meta.get("name", root.name))
+    info = DatasetInfo(name, root, class_names, tuple(cases), channels, tuple(test_cases), splits_final)
     if check:
         check_msd_dataset(info)
     return info
 
 
-def _case_problems(case: Case, num_classes: int) -> list[str]:
-    problems = []
-    if not Path(case.image).is_file():
-        return [f"{case.case_id}: image file missing: {case.image}"]
+def _channel_count(case: Case) -> tuple[int, list[str], tuple[int, ...] | None]:
+    """(channels found, problems, spatial shape) of a case's image files."""
+    count, problems, shape = 0, [], None
+    for path in case.images:
+        if not path.is_file():
+            problems.append(f"{case.case_id}: image file missing: {path}")
+            continue
+        try:
+            img = open_image(path, channels=True)
+        except DataError as exc:
+            problems.append(f"{case.case_id}: {exc}")
+            continue
+        count += img.shape[3] if len(img.shape) == 4 else 1
+        if shape is None:
+            shape = tuple(img.shape[:3])
+        elif tuple(img.shape[:3]) != shape:
+            problems.append(
+                f"{case.case_id}: channel file {path} has shape {img.shape[:3]}, channel 0 has {shape}"
+            )
+    return count, problems, shape
+
+
+def _case_problems(case: Case, num_classes: int, num_channels: int | None = None) -> list[str]:
+    count, problems, shape = _channel_count(case)
+    if problems:
+        return problems
+    if num_channels is not None and count != num_channels:
+        return [
+            f"{case.case_id}: {count} input channel(s) in {', '.join(str(p) for p in case.images)}, but "
+            f"dataset.json lists {num_channels}; every case needs the same channels (_0000, _0001, ...)"
+        ]
     if case.label is None:
         return [f"{case.case_id}: no label file listed for {case.image}"]
     if not Path(case.label).is_file():
         return [f"{case.case_id}: label file missing: {case.label} (image {case.image})"]
     try:  # the loader of training and prediction: the same files pass (any-case names, (X, Y, Z, 1))
-        img = open_image(Path(case.image))
+        img = open_image(Path(case.image), channels=True)
         lab = open_image(Path(case.label))
     except DataError as exc:
         return [f"{case.case_id}: {exc}"]
-    if lab.shape != img.shape:
+    if lab.shape != shape:
         problems.append(
-            f"{case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} has {img.shape}"
+            f"{case.case_id}: label {case.label} has shape {lab.shape} but image {case.image} has {shape}"
         )
     elif not np.allclose(lab.affine, img.affine, atol=1e-3):
         problems.append(f"{case.case_id}: label {case.label} and image {case.image} have different affines")
@@ -188,9 +197,27 @@ def _case_problems(case: Case, num_classes: int) -> list[str]:
         bad = [v for v in values.tolist() if not (np.isfinite(v) and v == int(v) and 0 <= v < num_classes)]
         if bad:
             problems.append(
-                f"{case.case_id}: label {case.label} has values {bad[:10]} outside 0..{num_classes - 1}"
+                f"{case.case_id}: label {case.label} has values {bad[:10]} outside 0..{num_classes - 1} "
+                "(the labels of dataset.json); fix the label file or add the class to dataset.json"
             )
     return problems
+
+
+def _mixed_dimensions(info: DatasetInfo) -> list[str]:
+    """2D cases (one slice) and 3D cases may not share a dataset."""
+    flat = []
+    for case in info.cases:
+        try:
+            flat.append(min(open_image(Path(case.image), channels=True).shape[:3]) == 1)
+        except DataError:
+            flat.append(False)  # reported by _case_problems
+    if any(flat) and not all(flat):
+        two_d = [c.case_id for c, f in zip(info.cases, flat, strict=True) if f]
+        return [
+            f"{len(two_d)} case(s) are 2D (one slice, e.g. {two_d[0]}) and {len(flat) - len(two_d)} are 3D; "
+            "a dataset holds either 2D or 3D cases: split it into two datasets"
+        ]
+    return []
 
 
 def check_msd_dataset(info: DatasetInfo, progress: bool = True) -> None:
@@ -215,7 +242,9 @@ def check_msd_dataset(info: DatasetInfo, progress: bool = True) -> None:
         disable=not progress,
         leave=False,
     ):
-        problems.extend(_case_problems(case, info.num_classes))
+        problems.extend(_case_problems(case, info.num_classes, len(info.channel_names)))
+    if not problems:
+        problems = _mixed_dimensions(info)
     if problems:
         listed = "\n  - ".join(problems[:_MAX_LISTED_PROBLEMS])
         more = len(problems) - _MAX_LISTED_PROBLEMS

@@ -2,8 +2,10 @@
 
 Two in-plane geometries are supported (``PreprocessConfig.mode``):
 
-* ``"pad"``: centre pad (or centre crop) every slice to ``size x size`` without resampling. Right for
-  MSD Hippocampus, whose ~35x50 slices fit in 64x64, so the network sees native 1 mm voxels and the
+* ``"pad"``: no in-plane resampling (the volume is already on the planned voxel spacing); a slice
+  smaller than the ``size x size`` patch is centre padded up to it, a larger one is kept whole and is
+  *tiled* by the patch: random patches in training (`emfformer.data.patches`), a sliding window with
+  Gaussian weights at inference (`emfformer.engine.inference`). Nothing is ever cropped away, and the
   inverse is exact.
 * ``"resize"``: resample every slice to ``size x size`` (TransUNet ACDC protocol). The image uses
   bicubic interpolation (anti-aliased when shrinking, clamped to the input range so bicubic overshoot
@@ -26,12 +28,16 @@ import torch.nn.functional as F
 
 from emfformer.data.cases import DataError
 from emfformer.data.geometry import check_orientation
+from emfformer.data.normalize import check_scheme, normalize_channels
 
 __all__ = [
     "PreprocessConfig",
     "SliceInfo",
     "normalize_volume",
     "volume_to_slices",
+    "volume_to_planes",
+    "add_context",
+    "context_rows",
     "slices_to_volume",
     "slices_to_scores",
     "labels_to_volume",
@@ -54,9 +60,16 @@ class PreprocessConfig:
     spacing: tuple[float, float, float] | None = (
         None  # voxel size (mm) volumes are resampled to; None: as stored
     )
+    channels: int = 1  # input channels of a volume (T2 + ADC: 2, RGB: 3); network input = channels x context
+    normalization: tuple[dict[str, Any], ...] | None = None  # per channel (data/normalize.py); None: z-score
+    crop_border: bool = (
+        True  # crop away a constant border (zero fill, padding) first, as nnU-Net crops to nonzero
+    )
 
     def __post_init__(self) -> None:
         self.clip_percentiles = tuple(float(p) for p in self.clip_percentiles)  # type: ignore[assignment]
+        if isinstance(self.normalization, list):
+            self.normalization = tuple(self.normalization)
         if isinstance(self.spacing, list | tuple):
             try:
                 self.spacing = tuple(float(v) for v in self.spacing)  # type: ignore[assignment]
@@ -95,6 +108,15 @@ class PreprocessConfig:
             raise ValueError(
                 f"PreprocessConfig.spacing must be 3 positive voxel sizes in mm or None, got {sp!r}."
             )
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
+            raise ValueError(f"PreprocessConfig.channels must be a positive int, got {self.channels!r}.")
+        if self.normalization is not None:
+            if len(self.normalization) != self.channels:
+                raise ValueError(
+                    f"PreprocessConfig.normalization has {len(self.normalization)} entries for {self.channels} channels."
+                )
+            for c, d in enumerate(self.normalization):
+                check_scheme(d, f"PreprocessConfig.normalization[{c}]")
         lo_hi = self.clip_percentiles
         if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 100.0:
             raise ValueError(
@@ -107,6 +129,7 @@ class PreprocessConfig:
         d = asdict(self)
         d["clip_percentiles"] = list(self.clip_percentiles)
         d["spacing"] = None if self.spacing is None else list(self.spacing)
+        d["normalization"] = None if self.normalization is None else [dict(n) for n in self.normalization]
         return d
 
     @classmethod
@@ -143,6 +166,12 @@ class SliceInfo:
     size: int
     pad_before: tuple[int, int] = (0, 0)
     crop_start: tuple[int, int] = (0, 0)
+    padded: tuple[int, int] | None = None  # (H, W) of the slices; None: size x size
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        """(H, W) of the network-side slices: the padded slice in pad mode, size x size in resize mode."""
+        return self.padded if self.padded is not None else (self.size, self.size)
 
     @property
     def num_slices(self) -> int:
@@ -158,7 +187,8 @@ class SliceInfo:
     def length(self) -> tuple[int, int]:
         """Pixels copied per in-plane axis in pad mode."""
         h, w = self.in_plane_shape
-        return min(h, self.size), min(w, self.size)
+        ph, pw = self.slice_shape
+        return min(h, ph), min(w, pw)
 
     @property
     def resize_factors(self) -> tuple[float, float]:
@@ -180,128 +210,128 @@ class SliceInfo:
             size=int(d["size"]),
             pad_before=tuple(int(n) for n in d["pad_before"]),  # type: ignore[arg-type]
             crop_start=tuple(int(n) for n in d["crop_start"]),  # type: ignore[arg-type]
+            padded=None if d.get("padded") is None else tuple(int(n) for n in d["padded"]),  # type: ignore[arg-type]
         )
 
 
 def normalize_volume(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Robust per-volume z-score: clip to the volume's percentiles, then standardise.
-
-    Mean and std are those of the clipped volume, so a few hot voxels neither dominate the scale nor
-    survive as extreme values. A constant volume (also one that is constant after clipping) becomes all
-    zeros instead of NaN.
-
-    Args:
-        image: any-shape real array, e.g. (X, Y, Z).
-        cfg: uses ``clip_percentiles``.
-
-    Returns:
-        float32 array of the same shape.
+    """Normalise a (X, Y, Z) or (X, Y, Z, C) image channel by channel (`emfformer.data.normalize`):
+    the planned scheme of each channel, or (no plan) the per-volume percentile-clipped z-score.
 
     Raises:
-        DataError: the image is empty or contains NaN/inf.
+        DataError: the image is empty, holds NaN/inf, or has another number of channels than planned.
     """
-    x = np.asarray(image, dtype=np.float32)
-    if x.size == 0:
-        raise DataError("Cannot normalise an empty image.")
-    if not np.isfinite(x).all():
-        raise DataError("Image contains NaN or inf values; fix or mask the file before training.")
-    lo, hi = np.percentile(x, cfg.clip_percentiles)
-    x = np.clip(x, lo, hi)
-    mean = float(x.mean(dtype=np.float64))
-    std = float(x.std(dtype=np.float64))
-    if std <= 1e-6 * max(1.0, abs(mean)):
-        return np.zeros_like(x)
-    return ((x - mean) / std).astype(np.float32)
+    return normalize_channels(image, cfg.normalization, cfg.clip_percentiles)
 
 
-def _pad_crop_offsets(n: int, size: int) -> tuple[int, int]:
-    """(pad_before, crop_start) that centre an axis of length ``n`` in ``size`` pixels."""
-    if n <= size:
-        return (size - n) // 2, 0
-    return 0, (n - size) // 2
+def _check_inputs(image: np.ndarray, cfg: PreprocessConfig, label: np.ndarray | None) -> np.ndarray:
+    """(X, Y, Z, C) view of ``image`` after checking its shape, channels and label."""
+    image = np.asarray(image)
+    if image.ndim not in (3, 4):
+        raise ValueError(
+            f"volume_to_slices expects a 3D image (X, Y, Z) or (X, Y, Z, C), got shape {image.shape}."
+        )
+    chans = image if image.ndim == 4 else image[..., None]
+    if chans.shape[-1] != cfg.channels:
+        raise DataError(
+            f"the image has {chans.shape[-1]} channel(s) but the model takes {cfg.channels}; give every channel "
+            "file the model was trained with (_0000, _0001, ...)"
+        )
+    if label is not None:
+        if label.shape != chans.shape[:3]:
+            raise ValueError(f"Label shape {label.shape} differs from image shape {chans.shape[:3]}.")
+        if label.size and label.min() < 0:
+            raise ValueError(f"Labels must be non-negative class indices, found {label.min()}.")
+    return chans
 
 
-def volume_to_slices(
-    image: np.ndarray,
-    cfg: PreprocessConfig,
-    label: np.ndarray | None = None,
-    grow_to_multiple: int | None = None,
+def volume_to_planes(
+    image: np.ndarray, cfg: PreprocessConfig, label: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, SliceInfo]:
-    """Normalise a volume and cut it into square 2D slices along ``cfg.slice_axis``.
+    """Normalise a volume and cut it into 2D planes along ``cfg.slice_axis``, before 2.5D context.
 
-    ``grow_to_multiple`` (inference, pad mode): when a slice is larger than ``cfg.size``, pad it to the
-    next multiple of this number instead of centre-cropping it, so nothing is lost (for networks that
-    take any input side that is a multiple of their stride).
-
-    In pad mode the padding of the image is the minimum of the normalised volume (i.e. looks like the
-    dark background, not like mean tissue) and the label is padded with background 0.
+    Pad mode pads each in-plane axis up to ``cfg.size`` (centred; the padding is each channel's minimum,
+    i.e. looks like dark background; labels are padded with 0) and never crops. Resize mode resamples
+    every plane to ``size x size``.
 
     Args:
-        image: (X, Y, Z) volume.
+        image: (X, Y, Z) or channels-last (X, Y, Z, C) volume, C = ``cfg.channels``.
         cfg: preprocessing settings.
         label: optional (X, Y, Z) non-negative integer label volume.
 
     Returns:
-        slices: float32 (S, context, size, size), S = size of ``slice_axis``; with ``context`` > 1 the
-            channels are the slice's neighbours in volume order, repeating the edge slice at the ends.
-        label_slices: int64 (S, size, size), or ``None`` without a label.
-        info: the `SliceInfo` that `slices_to_volume` / `labels_to_volume` need.
-
-    Raises:
-        ValueError: bad config, image not 3D, or label shape/values invalid.
+        planes: float32 (S, C, H, W), S = size of ``slice_axis``; (H, W) = ``info.slice_shape``.
+        label_planes: int64 (S, H, W), or ``None`` without a label.
+        info: the `SliceInfo` that `slices_to_scores` / `labels_to_volume` need.
     """
     cfg.validate()
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"volume_to_slices expects a 3D image (X, Y, Z), got shape {image.shape}.")
-    if label is not None:
-        label = np.asarray(label)
-        if label.shape != image.shape:
-            raise ValueError(f"Label shape {label.shape} differs from image shape {image.shape}.")
-        if label.size and label.min() < 0:
-            raise ValueError(f"Labels must be non-negative class indices, found {label.min()}.")
+    chans = _check_inputs(image, cfg, None if label is None else np.asarray(label))
     axis = cfg.slice_axis % 3
-    size = cfg.size
-    vol = np.moveaxis(normalize_volume(image, cfg), axis, 0)  # (S, H, W)
-    lab = None if label is None else np.moveaxis(label, axis, 0).astype(np.int64)
-    s, h, w = vol.shape
-
+    vol = np.moveaxis(np.moveaxis(normalize_volume(chans, cfg), -1, 0), axis + 1, 1)  # (C, S, H, W)
+    vol = np.ascontiguousarray(vol.swapaxes(0, 1))  # (S, C, H, W)
+    lab = None if label is None else np.moveaxis(np.asarray(label), axis, 0).astype(np.int64)
+    s, c, h, w = vol.shape
     if cfg.mode == "pad":
-        if grow_to_multiple and max(h, w) > size:
-            size = -(-max(h, w) // grow_to_multiple) * grow_to_multiple
-        (p0, c0), (p1, c1) = _pad_crop_offsets(h, size), _pad_crop_offsets(w, size)
-        info = SliceInfo(tuple(image.shape), axis, "pad", size, (p0, p1), (c0, c1))  # type: ignore[arg-type]
-        l0, l1 = info.length
-        slices = np.full((s, 1, size, size), vol.min(), dtype=np.float32)
-        slices[:, 0, p0 : p0 + l0, p1 : p1 + l1] = vol[:, c0 : c0 + l0, c1 : c1 + l1]
-        label_slices = None
+        ph, pw = max(h, cfg.size), max(w, cfg.size)
+        p0, p1 = (ph - h) // 2, (pw - w) // 2
+        info = SliceInfo(tuple(chans.shape[:3]), axis, "pad", cfg.size, (p0, p1), (0, 0), (ph, pw))  # type: ignore[arg-type]
+        planes = np.empty((s, c, ph, pw), dtype=np.float32)
+        planes[:] = vol.min(axis=(0, 2, 3), keepdims=True) if vol.size else 0.0
+        planes[:, :, p0 : p0 + h, p1 : p1 + w] = vol
+        label_planes = None
         if lab is not None:
-            label_slices = np.zeros((s, size, size), dtype=np.int64)
-            label_slices[:, p0 : p0 + l0, p1 : p1 + l1] = lab[:, c0 : c0 + l0, c1 : c1 + l1]
-        return add_context(slices, cfg.context), label_slices, info
-
-    info = SliceInfo(tuple(image.shape), axis, "resize", size)  # type: ignore[arg-type]
-    t = torch.from_numpy(np.ascontiguousarray(vol))[:, None]  # (S, 1, H, W)
+            label_planes = np.zeros((s, ph, pw), dtype=np.int64)
+            label_planes[:, p0 : p0 + h, p1 : p1 + w] = lab
+        return planes, label_planes, info
+    size = cfg.size
+    info = SliceInfo(tuple(chans.shape[:3]), axis, "resize", size)  # type: ignore[arg-type]
+    t = torch.from_numpy(vol)  # (S, C, H, W)
     if (h, w) != (size, size):
+        lo = torch.from_numpy(vol.min(axis=(0, 2, 3), keepdims=True))
+        hi = torch.from_numpy(vol.max(axis=(0, 2, 3), keepdims=True))
         shrink = h > size or w > size
         t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False, antialias=shrink)
-        t = t.clamp_(float(vol.min()), float(vol.max()))
-    label_slices = None
+        t = torch.maximum(torch.minimum(t, hi), lo)  # bicubic overshoot invents no intensities
+    label_planes = None
     if lab is not None:
         lt = torch.from_numpy(np.ascontiguousarray(lab))[:, None].float()
         if (h, w) != (size, size):
             lt = F.interpolate(lt, size=(size, size), mode="nearest-exact")
-        label_slices = lt[:, 0].round().long().numpy()
-    return add_context(t.numpy().astype(np.float32, copy=False), cfg.context), label_slices, info
+        label_planes = lt[:, 0].round().long().numpy()
+    return t.numpy().astype(np.float32, copy=False), label_planes, info
+
+
+def volume_to_slices(
+    image: np.ndarray, cfg: PreprocessConfig, label: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, SliceInfo]:
+    """`volume_to_planes` with the 2.5D context: float32 (S, C x context, H, W) network inputs.
+
+    With ``context`` > 1 each channel is followed by its neighbours in volume order (channel-major:
+    c0 at z-1, z, z+1, then c1 ...), repeating the edge slice at the ends.
+
+    Raises:
+        ValueError: bad config, image not 3D, or label shape/values invalid.
+        DataError: another number of channels than ``cfg.channels``.
+    """
+    planes, label_planes, info = volume_to_planes(image, cfg, label)
+    return add_context(planes, cfg.context), label_planes, info
+
+
+def context_rows(index: np.ndarray | int, num_slices: int, context: int) -> np.ndarray:
+    """Slice rows of the 2.5D context of ``index``: clip(i - context//2 .. i + context//2)."""
+    r = context // 2
+    return np.clip(np.asarray(index)[..., None] + np.arange(-r, r + 1), 0, num_slices - 1)
 
 
 def add_context(slices: np.ndarray, context: int) -> np.ndarray:
-    """(S, 1, H, W) -> (S, context, H, W): channel j of slice i is slice clip(i - context//2 + j)."""
+    """(S, C, H, W) -> (S, C x context, H, W): channel c * context + j of slice i is channel c of slice
+    clip(i - context//2 + j)."""
     if context == 1:
         return slices
-    r = context // 2
-    idx = np.clip(np.arange(len(slices))[:, None] + np.arange(-r, r + 1)[None], 0, len(slices) - 1)
-    return np.ascontiguousarray(slices[idx, 0])
+    idx = context_rows(np.arange(len(slices)), len(slices), context)  # (S, context)
+    s, c, h, w = slices.shape
+    stacked = slices[idx]  # (S, context, C, H, W)
+    return np.ascontiguousarray(stacked.transpose(0, 2, 1, 3, 4).reshape(s, c * context, h, w))
 
 
 def _as_float_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -326,10 +356,10 @@ def slices_to_scores(probs: torch.Tensor | np.ndarray, info: SliceInfo) -> np.nd
         float32 (C, *info.original_shape).
     """
     scores = _as_float_tensor(probs)
-    expected = (info.num_slices, info.size, info.size)
+    expected = (info.num_slices, *info.slice_shape)
     if scores.ndim != 4 or (scores.shape[0], *scores.shape[2:]) != expected:
         raise ValueError(
-            f"Expected scores of shape (S={expected[0]}, C, {info.size}, {info.size}) for this volume, "
+            f"Expected scores of shape (S={expected[0]}, C, {expected[1]}, {expected[2]}) for this volume, "
             f"got {tuple(scores.shape)}."
         )
     if scores.shape[1] < 2:
@@ -376,7 +406,7 @@ def labels_to_volume(label_slices: torch.Tensor | np.ndarray, info: SliceInfo) -
     """
     labels = label_slices.detach().cpu().numpy() if isinstance(label_slices, torch.Tensor) else label_slices
     labels = np.asarray(labels)
-    expected = (info.num_slices, info.size, info.size)
+    expected = (info.num_slices, *info.slice_shape)
     if labels.shape != expected:
         raise ValueError(f"Expected label slices of shape {expected}, got {labels.shape}.")
     if info.mode == "pad":

@@ -236,9 +236,8 @@ def select_cases(
     else:
         if part == "external_test":
             raise ValueError("external_test exists only for ACDC; folder datasets have train | val | test")
-        ids = [c.case_id for c in info.cases]
         if not isinstance(splits, dict):  # a file: reuse it, or create it from data.split_seed
-            splits = load_or_create_splits(splits, ids, data.n_folds, data.test_fraction, data.split_seed)
+            splits = _run_splits(Path(splits), info, data)
         if data.fold == -1 and part in ("train", "val"):  # train on every non-test case, validate on none
             wanted = set() if part == "val" else {i for f in splits["folds"] for i in f["train"] + f["val"]}
         else:
@@ -260,6 +259,21 @@ def select_cases(
             f"Part {part!r} of dataset {info.name} ({info.root}) holds no cases; check the split."
         )
     return cases
+
+
+def _run_splits(path: Path, info: DatasetInfo, data: SplitSettings) -> dict[str, Any]:
+    """The run's split file: reused, else the dataset's ``splits_final.json`` (nnU-Net folds, no test
+    part), else drawn from ``data.split_seed``; written beside it in nnU-Net's format as well."""
+    ids = [c.case_id for c in info.cases]
+    if not path.exists() and info.splits_final is not None:
+        log.info("using the folds of %s (no held-out test part)", info.splits_final["source"])
+        atomic_write_text(path, json.dumps(info.splits_final, indent=2) + "\n")
+    n_folds = info.splits_final["n_folds"] if info.splits_final is not None else data.n_folds
+    splits = load_or_create_splits(path, ids, n_folds, data.test_fraction, data.split_seed)
+    final = path.with_name("splits_final.json")
+    if path.name == "splits.json" and not final.exists():  # what nnU-Net reads: the same folds
+        atomic_write_text(final, json.dumps(splits["folds"], indent=2) + "\n")
+    return splits
 
 
 def _acdc_part(info: DatasetInfo, fold: int, part: str) -> list[Case]:

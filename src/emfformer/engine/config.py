@@ -38,11 +38,12 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    dataset: str = "hippocampus"  # hippocampus | acdc | msd (any single-channel MSD folder)
+    dataset: str = "hippocampus"  # hippocampus | acdc | msd (any MSD / nnU-Net v2 folder)
     data_dir: str | None = None  # dataset folder; None -> $EMFFORMER_DATA, then the cache folder
-    size: int = 64  # 2D input side (64 for Hippocampus, 224 for ACDC)
-    mode: str = "pad"  # pad (centre pad/crop, no resampling) | resize (TransUNet-style in-plane resize)
-    slice_axis: int = 2  # volume axis the 2D slices are taken along
+    # "auto": the plan's value (plans.json, data/plan.py); a number overrides the plan
+    size: int | str = "auto"  # patch side (64 for Hippocampus, 224 for ACDC's resize mode)
+    mode: str = "pad"  # pad (patches tiled over whole slices, no resampling) | resize (in-plane resize)
+    slice_axis: int | str = "auto"  # volume axis the 2D slices are taken along
     fold: int = 0  # cross-validation fold used for train/val; -1 = train on all non-test cases, no val
     split_seed: int = 0  # seed of the case split (test part + folds); fixed while the run seed varies
     n_folds: int = 5  # folds of the non-test part
@@ -54,29 +55,47 @@ class DataConfig:
     # training cases' most common orientation / median spacing (spacing only in pad mode); none: as stored
     orientation: str | None = "auto"  # auto | axis codes such as RAS | none
     spacing: tuple[float, float, float] | str | None = "auto"  # auto | [x, y, z] in mm | none
+    normalization: str = "auto"  # auto: the plan's per-channel schemes (CT clip + global z-score...) | volume
+    crop_border: bool = True  # crop a constant border (zero fill, CT padding) before anything else
+    memory_budget_mib: float = 1024.0  # planning: training activation memory one batch may take
     augment: bool = True  # MONAI spatial + intensity augmentation on training slices
     flip_prob: float = 0.0  # per in-plane axis mirroring probability in augmentation (0 = no flips)
     num_workers: int = 0  # DataLoader worker processes for training slices (0: load in the training process)
-    cache_dir: str | None = None  # slice cache; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/slices
+    cache_dir: str | None = (
+        None  # preprocessed data; None -> ($EMFFORMER_CACHE or ~/.cache/emfformer)/preprocessed
+    )
     max_cases: int | None = None  # use only the first N train/val/test cases (smoke runs)
 
 
-def preprocess_config(
-    data: DataConfig, auto_grid: tuple[str | None, tuple[float, float, float] | None] = (None, None)
-) -> PreprocessConfig:
+def preprocess_config(data: DataConfig, plan: dict[str, Any] | None = None) -> PreprocessConfig:
     """The preprocessing a run's data settings describe (validated by PreprocessConfig itself).
 
-    ``auto_grid``: the (orientation, spacing) that ``"auto"`` stands for, from
-    `emfformer.data.geometry.training_grid` on the training cases.
+    ``plan``: the dataset's plan (`emfformer.data.plan.make_plan`), which every ``"auto"`` stands for;
+    without one, ``"auto"`` takes placeholder values (for validating a config before planning).
     """
     if data.spacing is not None and data.spacing != "auto" and not isinstance(data.spacing, tuple):
         raise ValueError(f"data.spacing must be auto, none or [x, y, z] in mm, got {data.spacing!r}")
+    if data.normalization not in ("auto", "volume"):
+        raise ValueError(f"data.normalization must be auto or volume, got {data.normalization!r}")
+    for key in ("size", "slice_axis"):
+        if isinstance(getattr(data, key), str) and getattr(data, key) != "auto":
+            raise ValueError(f"data.{key} must be auto or a number, got {getattr(data, key)!r}")
+    p = plan or {}
+    resample = data.mode == "pad"
+    spacing = p.get("spacing") if resample else None
+    norm = p.get("normalization") if data.normalization == "auto" else None
     return PreprocessConfig(
-        size=data.size, mode=data.mode, slice_axis=data.slice_axis, context=data.context,
+        size=int(p.get("patch_size", 64)) if data.size == "auto" else data.size,
+        mode=data.mode,
+        slice_axis=int(p.get("slice_axis", 2)) if data.slice_axis == "auto" else data.slice_axis,
+        context=data.context,
         clip_percentiles=tuple(data.clip_percentiles),
-        orientation=auto_grid[0] if data.orientation == "auto" else data.orientation,
-        spacing=auto_grid[1] if data.spacing == "auto" else data.spacing,
-    )  # fmt: skip
+        orientation=p.get("orientation") if data.orientation == "auto" else data.orientation,
+        spacing=(None if spacing is None else tuple(spacing)) if data.spacing == "auto" else data.spacing,
+        channels=len(p.get("channels", [0])),
+        normalization=None if norm is None else tuple(norm),
+        crop_border=data.crop_border,
+    )
 
 
 @dataclass
@@ -88,7 +107,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 50  # training epochs
-    batch_size: int = 32  # slices per step
+    batch_size: int | str = "auto"  # patches per step; auto: the plan's
     lr: float = 2e-3  # peak AdamW learning rate
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs (fractions allowed)
@@ -266,10 +285,24 @@ def load_config(
     return cfg
 
 
+def _size_problem(cfg: RunConfig) -> str:
+    if cfg.model.name in list_models() and isinstance(cfg.data.size, int):
+        return input_problem(cfg.model.name, cfg.data.size) or ""
+    return ""
+
+
 def _validate(cfg: RunConfig) -> None:
     checks = [
         (cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}"),
-        (cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}"),
+        (
+            cfg.optim.batch_size == "auto"
+            or (isinstance(cfg.optim.batch_size, int) and cfg.optim.batch_size >= 1),
+            f"optim.batch_size must be auto or >= 1, got {cfg.optim.batch_size}",
+        ),
+        (
+            cfg.data.memory_budget_mib > 0,
+            f"data.memory_budget_mib must be > 0, got {cfg.data.memory_budget_mib}",
+        ),
         (
             math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0,
             f"optim.lr must be a finite number > 0, got {cfg.optim.lr}",
@@ -287,8 +320,10 @@ def _validate(cfg: RunConfig) -> None:
             f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",
         ),
         (
-            cfg.model.name not in list_models() or not input_problem(cfg.model.name, cfg.data.size),
-            f"data.size: {input_problem(cfg.model.name, cfg.data.size) if cfg.model.name in list_models() else ''}",
+            cfg.model.name not in list_models()
+            or not isinstance(cfg.data.size, int)
+            or not input_problem(cfg.model.name, cfg.data.size),
+            f"data.size: {_size_problem(cfg)}",
         ),
         (isinstance(cfg.model.kwargs, dict), f"model.kwargs must be a mapping, got {cfg.model.kwargs!r}"),
         (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),

@@ -1,5 +1,9 @@
 """Whole-volume inference: volume -> 2D slices -> model(s) -> per-class probabilities -> label volume.
 
+Slices larger than the training patch are tiled with MONAI's `SlidingWindowInferer` (half-patch
+overlap, Gaussian importance weights, as nnU-Net predicts), so that the network always sees inputs of
+the size it was trained on, on any field of view.
+
 Several models (e.g. one per slice axis, or one per fold) are fused as nnU-Net does: each model's
 softmax probabilities are put back on the volume's own voxel grid, averaged, then argmaxed. Mirror
 test-time augmentation (``tta=True``) averages each model over the 4 in-plane mirrorings.
@@ -77,6 +81,17 @@ def slices_per_pass(height: int, width: int, batch_size: int = 64) -> int:
     return max(1, min(batch_size, _PIXELS_PER_BATCH // max(1, height * width)))
 
 
+def _mirrored_probs(model: nn.Module, x: torch.Tensor, bf16: bool, tta: bool) -> torch.Tensor:
+    """Softmax probabilities of one batch, averaged over the 4 in-plane mirrorings with ``tta``."""
+    probs: torch.Tensor | float = 0.0
+    for dims in _MIRRORS if tta else _MIRRORS[:1]:
+        with autocast(x.device, bf16):
+            logits = model(x.flip(dims) if dims else x)
+        p = logits.float().softmax(dim=1)
+        probs = probs + (p.flip(dims) if dims else p)
+    return probs / (len(_MIRRORS) if tta else 1)  # type: ignore[return-value]
+
+
 @torch.no_grad()
 def predict_slices(
     model: nn.Module,
@@ -84,26 +99,34 @@ def predict_slices(
     batch_size: int = 64,
     bf16: bool = False,
     tta: bool = False,
+    patch: int | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities for 2D slices: (S, K, H, W) -> float32 (S, C, H, W) on the CPU.
 
     ``batch_size`` slices per forward pass at most, fewer for slices above 64 x 64 pixels (the same
     pixels per pass). ``tta``: the mean over the 4 in-plane mirrorings (each flipped back before
-    averaging).
+    averaging). ``patch``: slices larger than ``patch x patch`` are tiled by a sliding window of that
+    size (overlap 0.5, Gaussian weights; MONAI `SlidingWindowInferer`).
     """
     device = next(model.parameters()).device
     x = torch.as_tensor(slices, dtype=torch.float32)
-    batch_size = slices_per_pass(x.shape[-2], x.shape[-1], batch_size)
+    tiled = patch is not None and (x.shape[-2] > patch or x.shape[-1] > patch)
+    chunk = slices_per_pass(x.shape[-2], x.shape[-1], batch_size)
+    inferer = None
+    if tiled:
+        from monai.inferers import SlidingWindowInferer  # imported on use: MONAI takes ~1 s to import
+
+        inferer = SlidingWindowInferer(
+            roi_size=(patch, patch), sw_batch_size=slices_per_pass(patch, patch, batch_size), overlap=0.5,
+            mode="gaussian", sigma_scale=0.125, padding_mode="replicate", sw_device=device, device="cpu",
+        )  # fmt: skip
     outs = []
-    for i in range(0, len(x), batch_size):
-        batch = x[i : i + batch_size].to(device)
-        probs = 0.0
-        for dims in _MIRRORS if tta else _MIRRORS[:1]:
-            with autocast(device, bf16):
-                logits = model(batch.flip(dims) if dims else batch)
-            p = logits.float().softmax(dim=1)
-            probs = probs + (p.flip(dims) if dims else p)
-        outs.append((probs / (len(_MIRRORS) if tta else 1)).cpu())
+    for i in range(0, len(x), chunk):
+        batch = x[i : i + chunk]
+        if inferer is None:
+            outs.append(_mirrored_probs(model, batch.to(device), bf16, tta).cpu())
+        else:
+            outs.append(inferer(batch, lambda t: _mirrored_probs(model, t, bf16, tta)).float())
     return torch.cat(outs)
 
 
@@ -117,7 +140,7 @@ def predict_scores(
     affine: np.ndarray | None = None,
     warn: bool = False,
 ) -> np.ndarray:
-    """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z) -> (C, X, Y, Z).
+    """Mean class probabilities of ``members`` on the grid of a 3D volume: (X, Y, Z[, C]) -> (C, X, Y, Z).
 
     With the scan's ``affine``, each member sees it in the orientation and voxel spacing it was trained
     on (:mod:`emfformer.data.geometry`) and its probabilities come back on the scan's grid. Without
@@ -127,14 +150,14 @@ def predict_scores(
         raise ValueError("predict_scores needs at least one model")
     total: np.ndarray | None = None
     for i, (model, pre) in enumerate(members):
-        grid_image, _, grid = to_model_grid(image, affine, pre.orientation, pre.spacing)
-        if warn and i == 0:
-            _warn_outside_training(grid_image.shape, members)
-        # networks that take any side that is a multiple of their stride see whole large slices
-        slices, _, info = volume_to_slices(
-            grid_image, pre, grow_to_multiple=getattr(model, "input_multiple", None)
+        grid_image, _, grid = to_model_grid(
+            image, affine, pre.orientation, pre.spacing, crop_border=pre.crop_border
         )
-        scores = slices_to_scores(predict_slices(model, slices, batch_size, bf16, tta), info)
+        if warn and i == 0:
+            _warn_outside_training(grid_image.shape[:3], members)
+        slices, _, info = volume_to_slices(grid_image, pre)
+        patch = pre.size if pre.mode == "pad" else None
+        scores = slices_to_scores(predict_slices(model, slices, batch_size, bf16, tta, patch), info)
         scores = scores_to_input_grid(scores, grid)
         if total is not None and scores.shape != total.shape:
             raise ValueError(
@@ -147,21 +170,11 @@ def predict_scores(
 def _warn_outside_training(shape: tuple[int, ...], members: Sequence[Member]) -> None:
     """Warn about volumes far from what a model was trained on: they are slow and results unreliable.
     ``shape``: the volume on the first member's grid."""
-    model, pre = members[0]
     if min(shape) < 3 and len({p.slice_axis % 3 for _, p in members}) > 1:
         log.warning(
             "the volume has only %d voxel(s) along axis %d: ensemble members that slice along the other axes "
             "see strips that thin and mostly vote background. Segment thicker volumes, or use a single-axis "
             "model.", min(shape), int(np.argmin(shape)),
-        )  # fmt: skip
-    in_plane = [n for axis, n in enumerate(shape) if axis != pre.slice_axis % 3]
-    grows = getattr(model, "input_multiple", None)  # other models centre-crop (predict warns about that)
-    if grows and pre.mode == "pad" and max(in_plane) > 2 * pre.size:
-        log.warning(
-            "the volume is %s voxels on the model's grid, but the model was trained on %d x %d crops: it is "
-            "segmented whole (slow, and the model never saw anatomy outside such a crop). Crop the scan "
-            "around the structure first for speed and reliability.", "x".join(map(str, shape)), pre.size,
-            pre.size,
         )  # fmt: skip
 
 

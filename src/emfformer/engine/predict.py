@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem
-from ..data.formats import ITK_SUFFIXES, write_itk_labels
+from ..data.cases import IMAGE_SUFFIXES, Case, DataError, case_stem, load_volume, nifti_stem
+from ..data.formats import ITK_SUFFIXES, PNG_SUFFIXES, write_itk_labels, write_png_labels
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_members
 from .export import load_exported, onnx_members
-from .inference import Member, predict_volume, resolve_device
+from .inference import Member, predict_scores, resolve_device
 
-__all__ = ["find_inputs", "run_prediction", "save_overlay", "SkippedInputs"]
+__all__ = ["find_inputs", "group_channels", "run_prediction", "save_overlay", "SkippedInputs"]
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,47 @@ def find_inputs(inputs: str | Path) -> list[Path]:
     raise DataError(f"Input {path} does not exist. Give a NIfTI file or a folder of them.")
 
 
-def _check_input(path: Path, members: list[Member]) -> None:
-    """Fully read one input (readable, finite, 3D) once and drop it; warn when pad mode will crop it."""
-    shape = load_volume(Case(nifti_stem(path.name), path)).image.shape
-    for model, preprocess in members:
-        in_plane = [n for a, n in enumerate(shape) if a != preprocess.slice_axis % 3]
-        if (
-            preprocess.mode == "pad"
-            and max(in_plane) > preprocess.size
-            and not getattr(model, "input_multiple", None)
-        ):
-            log.warning(
-                "%s: in-plane size %s is larger than the model's %d x %d input (pad mode): the border outside "
-                "the central crop is labelled background. Use a checkpoint trained on larger inputs or mode=resize.",
-                path, "x".join(map(str, in_plane)), preprocess.size, preprocess.size,
-            )  # fmt: skip
+def group_channels(files: list[Path], channels: int) -> list[Case]:
+    """One case per scan: with a multi-channel model, nnU-Net's ``<case>_0000``, ``_0001``... files of a
+    case are its channels (in order); otherwise every file is a case. Output names drop the ``_0000``."""
+    if channels == 1:
+        cases = [Case(nifti_stem(f.name).removesuffix("_0000"), f) for f in files]
+        names: dict[str, Path] = {}
+        for c in cases:
+            other = names.setdefault(_output_name(c), Path(c.image))
+            if other != Path(c.image):
+                raise DataError(
+                    f"{other} and {c.image} would both be written as {_output_name(c)}: rename one, or segment "
+                    "them apart."
+                )
+        return cases
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(case_stem(f.name), []).append(f)
+    return [Case(cid, fs[0], channels=tuple(fs[1:])) for cid, fs in groups.items()]
+
+
+def _output_name(case: Case) -> str:
+    """``<case id><the input's ending>``: ``la_001_0000.nii.gz`` -> ``la_001.nii.gz``."""
+    name = Path(case.image).name
+    return case.case_id + name[len(nifti_stem(name)) :]
+
+
+def _check_input(case: Case, members: list[Member]) -> None:
+    """Fully read one input (readable, finite, 3D, the model's channels) once and drop it."""
+    vol = load_volume(case)
+    have = 1 if vol.image.ndim == 3 else vol.image.shape[-1]
+    want = members[0][1].channels
+    if have != want and want == 1 and not case.channels:
+        raise DataError(
+            f"{case.image} has shape {vol.image.shape}: several volumes or channels in one file, but the model "
+            "takes a single-channel 3D volume. Save each volume as its own 3D file (e.g. `nibabel.four_to_three`)."
+        )
+    if have != want:
+        raise DataError(
+            f"{case.image}: {have} input channel(s), but the model takes {want}; give the files of every "
+            "channel as <case>_0000, <case>_0001, ... in the input folder"
+        )
 
 
 def save_overlay(
@@ -96,28 +122,41 @@ class SkippedInputs(DataError):
     """Some inputs of a folder could not be segmented; the others were written."""
 
 
+def _save_probabilities(scores: np.ndarray, path: Path) -> None:
+    """nnU-Net's ``.npz``: ``probabilities`` float16 (C, Z, Y, X), i.e. the class axis first, then the
+    image axes reversed as nnU-Net stores them (its arrays are SimpleITK's z, y, x)."""
+    probs = np.ascontiguousarray(scores.transpose(0, 3, 2, 1)).astype(np.float16)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, probabilities=probs), suffix=".npz")
+
+
 def _segment(
-    f: Path, out: Path, members: list, num_classes: int, tta: bool, bf16: bool, overlays: bool
-) -> Path:
-    """Segment one file and write its label volume (and overlay) atomically."""
-    vol = load_volume(Case(nifti_stem(f.name), f))  # one volume in memory at a time
+    case: Case, out: Path, members: list, num_classes: int, tta: bool, bf16: bool, overlays: bool,
+    probabilities: bool = False,
+) -> Path:  # fmt: skip
+    """Segment one case and write its label volume (and overlay, probabilities) atomically."""
+    f, name = Path(case.image), _output_name(case)
+    vol = load_volume(case)  # one volume in memory at a time
     with torch.inference_mode():
-        labels = predict_volume(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine, warn=True)
+        scores = predict_scores(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine, warn=True)
+    labels = scores.argmax(axis=0).astype(np.int16)
     dtype = np.uint8 if num_classes <= 256 else np.int16
-    if f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
+    if probabilities:
+        _save_probabilities(scores, out / f"{case.case_id}.npz")
+    if f.name.lower().endswith(PNG_SUFFIXES):
+        path = atomic_write(out / name, lambda tmp: write_png_labels(labels, tmp), suffix=".png")
+    elif f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
         suffix = Path(f.name).suffix.lower()  # writers pick the format from a lower-case suffix
         path = atomic_write(
-            out / f.name, lambda tmp: write_itk_labels(labels.astype(dtype), f, tmp), suffix=suffix
+            out / name, lambda tmp: write_itk_labels(labels.astype(dtype), f, tmp), suffix=suffix
         )
     else:
         header = vol.header.copy()
         header.set_data_dtype(dtype)
         header.set_slope_inter(1, 0)
-        path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / f.name)
+        path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / name)
     if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
-        save_overlay(
-            vol.image, labels, out / "overlays" / f"{f.name}.png", num_classes, members[0][1].slice_axis
-        )
+        first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]
+        save_overlay(first, labels, out / "overlays" / f"{name}.png", num_classes, members[0][1].slice_axis)
     return path
 
 
@@ -149,6 +188,7 @@ def run_prediction(
     exported: str | Path | None = None,
     engine: str = "torch",
     fast: bool = False,
+    save_probabilities: bool = False,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
@@ -159,8 +199,11 @@ def run_prediction(
     ``torch`` or ``onnxruntime`` (the networks exported to ONNX on the fly and checked; faster on CPU).
     ``fast``: the first network of an ensemble only, without TTA (for the shipped model 15x faster and
     2.1 points of test mIoU lower, docs/benchmarks.md); refused together with ``tta=True``.
+    ``save_probabilities``: also ``<case>.npz`` with the class probabilities (nnU-Net's layout).
+    Multi-channel models take nnU-Net-named files (``<case>_0000``, ``_0001``...) as one case.
 
-    Outputs keep the input file names, shapes, affines and headers (data type set to uint8/int16).
+    Outputs keep the input file names (without nnU-Net's ``_0000`` channel suffix), shapes, affines and
+    headers (data type set to uint8/int16).
     With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
     a folder, bad files are skipped (one warning each), the good ones segmented, and then
     `SkippedInputs` names the skipped files.
@@ -190,25 +233,26 @@ def run_prediction(
     num_classes = len(class_names)
     tta = recommended if tta is None else tta
     good, bad = [], []
-    for f in tqdm(files, desc="check inputs", disable=not progress):  # every input, before any write
+    cases = group_channels(files, members[0][1].channels)
+    for case in tqdm(cases, desc="check inputs", disable=not progress):  # every input, before any write
         try:
-            _check_input(f, members)
-            good.append(f)
+            _check_input(case, members)
+            good.append(case)
         except DataError as exc:
-            log.warning("skipping %s: %s", f, exc)
-            bad.append(f"{f.name}: {exc}")
+            log.warning("skipping %s: %s", case.image, exc)
+            bad.append(f"{Path(case.image).name}: {exc}")
     if not good:
         raise DataError(
             bad[0] if len(bad) == 1 else f"none of the {len(bad)} inputs can be segmented: " + "; ".join(bad)
         )
     out.mkdir(parents=True, exist_ok=True)
     written = [
-        _segment(f, out, members, num_classes, tta, bf16, overlays)
-        for f in tqdm(good, desc="predict", disable=not progress)
+        _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities)
+        for c in tqdm(good, desc="predict", disable=not progress)
     ]
     if bad:
         raise SkippedInputs(
-            f"{len(bad)} of {len(files)} inputs were skipped (the other {len(written)} are in {out}): "
+            f"{len(bad)} of {len(cases)} inputs were skipped (the other {len(written)} are in {out}): "
             + "; ".join(bad)
         )
     log.info("wrote %d label file(s) to %s", len(written), out)

@@ -24,15 +24,24 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.cases import Volume, load_volume
-from ..data.geometry import training_grid
+from ..data.augment import SliceAugment, train_transforms
+from ..data.cases import Case, Volume, load_volume
 from ..data.locate import default_cache_dir, load_dataset
+from ..data.patches import PatchDataset
+from ..data.plan import plan_dataset, plan_summary
 from ..data.preprocess import PreprocessConfig
-from ..data.slices import SliceAugment, SliceDataset, build_slice_cache, train_transforms
 from ..data.splits import select_cases
-from ..io import RunLock, atomic_write_text, folder_listing, remove_failed_start, remove_stale_temp_files
+from ..data.store import preprocess_cases
+from ..io import (
+    RunLock,
+    atomic_write_json,
+    atomic_write_text,
+    folder_listing,
+    remove_failed_start,
+    remove_stale_temp_files,
+)
 from ..metrics import summarize
-from ..models import build_model
+from ..models import build_model, input_multiple
 from . import distributed
 from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides, preprocess_config
@@ -192,35 +201,85 @@ def resume_config(
     return cfg, state
 
 
+class LazyVolumes:
+    """Validation volumes read one at a time when asked for (memory stays flat); slicing gives another."""
+
+    def __init__(self, cases: list[Case]) -> None:
+        self.cases = list(cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __bool__(self) -> bool:
+        return bool(self.cases)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        return LazyVolumes(self.cases[i]) if isinstance(i, slice) else load_volume(self.cases[i])
+
+    def __iter__(self) -> Any:
+        return (load_volume(c) for c in self.cases)
+
+
 @dataclass
 class _Data:
-    """What one training run reads: the training slices and the whole validation volumes."""
+    """What one training run reads: the training patches and the validation volumes (read lazily)."""
 
-    dataset: SliceDataset
+    dataset: PatchDataset
     transform: SliceAugment | None
-    val_volumes: list[Volume]
+    val_volumes: LazyVolumes | list[Volume]
     class_names: list[str]
     preprocess: PreprocessConfig
     name: str
     splits: dict[str, Any] | None
+    plan: dict[str, Any]
 
 
-def _load_data(cfg: RunConfig, run_dir: Path) -> _Data:
-    """Cases of the run's split, their preprocessed slices (cached) and the validation volumes."""
+def _resolve_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
+    """Every ``"auto"`` of the run's config replaced by the plan's value (the config that is stored)."""
+    if cfg.data.size == "auto":
+        cfg.data.size = int(plan["patch_size"])
+    if cfg.data.slice_axis == "auto":
+        cfg.data.slice_axis = int(plan["slice_axis"])
+    if cfg.optim.batch_size == "auto":
+        cfg.optim.batch_size = int(plan["batch_size"])
+
+
+def _load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> _Data:
+    """Cases of the run's split, the plan, the preprocessed store and the validation cases."""
     info = load_dataset(cfg.data, progress=cfg.progress)
     splits_file = run_dir / "splits.json"
     train_cases = select_cases(info, cfg.data, "train", splits_file)
     val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
-    pre = preprocess_config(cfg.data, training_grid(train_cases, resample=cfg.data.mode == "pad"))
-    log.info("training grid: orientation %s, spacing %s mm", pre.orientation, pre.spacing)
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "slices"
-    arrays = build_slice_cache(train_cases, pre, cache, progress=cfg.progress)
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
+    plan = plan_dataset(
+        info,
+        train_cases,
+        input_multiple(cfg.model.name),
+        cfg.data.memory_budget_mib,
+        cache / "plans",
+        cfg.progress,
+    )
+    _resolve_plan(cfg, plan)
+    pre = preprocess_config(cfg.data, plan)
+    if is_main:  # the plan as this run uses it: config values that are not "auto" win
+        used = {
+            **plan,
+            "patch_size": pre.size,
+            "slice_axis": pre.slice_axis,
+            "batch_size": cfg.optim.batch_size,
+        }
+        atomic_write_json(run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict()})
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
+    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
-    dataset = SliceDataset(arrays, augment, keep_empty=cfg.data.keep_empty, seed=cfg.seed)
-    val_volumes = [load_volume(c) for c in val_cases]
-    log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_volumes))
+    margin = 0 if pre.mode == "resize" else None
+    dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
+    log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_cases))
     splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
-    return _Data(dataset, augment, val_volumes, list(info.class_names), pre, info.name, splits)
+    return _Data(
+        dataset, augment, LazyVolumes(val_cases), list(info.class_names), pre, info.name, splits, plan
+    )
 
 
 def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[dict[str, Any]], float, int]:
@@ -291,19 +350,21 @@ def _describe(cfg: RunConfig, data: _Data) -> dict[str, Any]:
         "num_classes": len(data.class_names),
         **cfg.model.kwargs,
     }
+    model_kwargs["in_channels"] = data.preprocess.context * data.preprocess.channels
     if cfg.model.name == "unetr":  # build_model sizes UNETR to the input side
-        model_kwargs.setdefault("img_size", cfg.data.size)
+        model_kwargs.setdefault("img_size", data.preprocess.size)
     return {
         "model_name": cfg.model.name, "model_kwargs": model_kwargs, "preprocess": data.preprocess.to_dict(),
-        "class_names": data.class_names, "dataset": data.name, "splits": data.splits,
+        "class_names": data.class_names, "dataset": data.name, "splits": data.splits, "plan": data.plan,
         "config": cfg.to_dict(), "seed": cfg.seed,
     }  # fmt: skip
 
 
 def _build_model(cfg: RunConfig, data: _Data, device: torch.device) -> torch.nn.Module:
     try:
+        pre = data.preprocess
         model = build_model(
-            cfg.model.name, cfg.data.size, data.preprocess.context, len(data.class_names), **cfg.model.kwargs
+            cfg.model.name, pre.size, pre.context * pre.channels, len(data.class_names), **cfg.model.kwargs
         )
     except TypeError as exc:  # an unknown constructor argument in model.kwargs
         raise ValueError(f"model.kwargs {cfg.model.kwargs} do not fit model {cfg.model.name}: {exc}") from exc
@@ -329,7 +390,7 @@ def _start(
     data = None
     for rank0_turn in (True, False):
         if d.is_main == rank0_turn:
-            data = _load_data(cfg, run_dir)
+            data = _load_data(cfg, run_dir, d.is_main)
         distributed.barrier(d)
     assert data is not None
     return run_dir, device, data

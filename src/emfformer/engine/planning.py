@@ -1,0 +1,81 @@
+"""``emfformer plan DATA``: the plan that the first ``train`` of a dataset makes, made and printed alone.
+
+It plans on the same cases as training does (the training part of the split that ``data.split_seed``
+draws, or the folds of the dataset's ``splits_final.json``), with the same config overrides, so the
+printed plan is the one a ``train`` with those settings uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..data.locate import default_cache_dir, load_dataset
+from ..data.plan import plan_dataset, plan_summary
+from ..data.splits import make_splits, select_cases
+from ..io import atomic_write_json
+from ..models import input_multiple
+from .config import load_config, preprocess_config
+
+__all__ = ["run_plan"]
+
+log = logging.getLogger(__name__)
+
+
+def _checked_output(path: Path) -> Path:
+    """Refuse to replace a file that is not a plans.json (the never-overwrite rule)."""
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder; give the plans.json file to write")
+    if path.exists():
+        try:
+            ours = "patch_size" in json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} exists and is not a plans.json written by emfformer; choose another -o")
+    return path
+
+
+def run_plan(
+    data: str | Path,
+    output: str | Path | None = None,
+    model: str = "emf_former_s",
+    overrides: list[str] | None = None,
+    config: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Fingerprint ``data``, plan, print the plan and write it; returns (plan, path written).
+
+    Raises:
+        DataError: the dataset is missing or malformed.
+        ValueError: a bad override, or ``output`` holds something that is not a plans.json.
+    """
+    cfg = load_config(config, {"data.data_dir": str(data), "model.name": model, **_parse(overrides)})
+    info = load_dataset(cfg.data, progress=progress)
+    out = _checked_output(
+        Path(output) if output else default_cache_dir() / "plans" / f"{info.name}_plans.json"
+    )
+    ids = [c.case_id for c in info.cases]
+    splits = info.splits_final or make_splits(
+        ids, cfg.data.n_folds, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    cases = select_cases(info, cfg.data, "train", splits)
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
+    plan = plan_dataset(
+        info, cases, input_multiple(cfg.model.name), cfg.data.memory_budget_mib, cache / "plans", progress
+    )
+    pre = preprocess_config(cfg.data, plan)
+    effective = {**plan, "patch_size": pre.size, "slice_axis": pre.slice_axis}
+    if cfg.optim.batch_size != "auto":
+        effective["batch_size"] = cfg.optim.batch_size
+    print(plan_summary(effective, info.class_names))
+    atomic_write_json(out, {**effective, "preprocess": pre.to_dict()})
+    return effective, out
+
+
+def _parse(items: list[str] | None) -> dict[str, Any]:
+    from .config import parse_overrides
+
+    return parse_overrides(items or [])

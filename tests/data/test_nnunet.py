@@ -1,0 +1,89 @@
+"""The nnU-Net v2 raw layout: channels, endings, imagesTs, splits_final.json, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emfformer.data.cases import DataError
+from emfformer.data.msd import read_msd_dataset
+from emfformer.data.splits import select_cases
+from emfformer.data.synthetic_nnunet import write_nnunet_dataset
+from emfformer.engine.config import DataConfig
+
+
+@pytest.fixture()
+def mri2(tmp_path: Path) -> Path:
+    return write_nnunet_dataset(tmp_path / "Dataset002_MRI", "mri2", n_cases=5, n_test=2, shape=(16, 16, 3))
+
+
+def _meta(root: Path, **changes: object) -> None:
+    meta = json.loads((root / "dataset.json").read_text())
+    meta.update(changes)
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def test_channels_test_cases_and_splits_final_are_read(mri2: Path, tmp_path: Path) -> None:
+    folds = [{"train": ["case_000", "case_001", "case_002"], "val": ["case_003", "case_004"]}]
+    (mri2 / "splits_final.json").write_text(json.dumps(folds))
+    info = read_msd_dataset(mri2)
+    assert info.channel_names == ("T2", "ADC") and len(info.cases) == 5
+    assert [p.name for p in info.cases[0].images] == ["case_000_0000.nii.gz", "case_000_0001.nii.gz"]
+    assert [c.case_id for c in info.test_cases] == ["test_000", "test_001"] and info.test_cases[
+        0
+    ].label is None
+    data = DataConfig(dataset="msd", data_dir=str(mri2))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert [c.case_id for c in select_cases(info, data, "val", run / "splits.json")] == [
+        "case_003",
+        "case_004",
+    ]
+    assert json.loads((run / "splits_final.json").read_text()) == folds  # written back in nnU-Net's format
+    assert json.loads((run / "splits.json").read_text())["test"] == []
+    with pytest.raises(DataError, match="holds no cases"):
+        select_cases(info, data, "test", run / "splits.json")
+
+
+@pytest.mark.parametrize(
+    ("break_it", "match"),
+    [
+        (lambda r: _labels(r, value=7), r"values \[7\] outside 0..2 \(the labels of dataset.json\)"),
+        (lambda r: (r / "imagesTr" / "case_001_0001.nii.gz").unlink(), "image file missing: .*case_001_0001"),
+        (
+            lambda r: shutil.copy(r / "labelsTr" / "case_000.nii.gz", r / "labelsTr" / "extra.nrrd"),
+            "mixes file endings",
+        ),
+        (lambda r: _meta(r, file_ending=".jpg"), "file_ending '.jpg' is not one of"),
+        (lambda r: _flat_case(r), "2D .* 3D"),
+        (
+            lambda r: (r / "splits_final.json").write_text('[{"train": ["nope"], "val": []}]'),
+            "not in labelsTr",
+        ),
+    ],
+    ids=["label-value", "channel-count", "mixed-endings", "bad-ending", "2d-and-3d", "stale-splits-final"],
+)
+def test_bad_datasets_give_one_clear_error(mri2: Path, break_it, match: str) -> None:
+    break_it(mri2)
+    with pytest.raises(DataError, match=match):
+        read_msd_dataset(mri2)
+
+
+def _labels(root: Path, value: int) -> None:
+    path = root / "labelsTr" / "case_002.nii.gz"
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = value
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+
+
+def _flat_case(root: Path) -> None:
+    for name in ("imagesTr/case_004_0000", "imagesTr/case_004_0001", "labelsTr/case_004"):
+        path = root / f"{name}.nii.gz"
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :1], img.affine), path)
