@@ -68,6 +68,7 @@ def make_plan(
     memory_budget_mib: float = 1024,
     max_batch: int = 32,
     min_side: int = 32,
+    spacing: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The plan of a fingerprint (see the module docstring).
 
@@ -76,12 +77,15 @@ def make_plan(
         stride: the patch side is a multiple of this (the model's total stride).
         memory_budget_mib: training activation memory allowed for one batch.
         max_batch, min_side: bounds of the batch size and of the patch side.
+        spacing: a target spacing chosen by the user (``data.spacing``) instead of the median; the patch
+            and the slice axis are planned for it.
 
     Raises:
         DataError: the budget cannot hold two patches of the smallest side.
     """
-    spacing = np.asarray(fp["median_spacing"], float)
-    shape = np.asarray(fp["median_shape"], float)
+    median = np.asarray(fp["median_spacing"], float)
+    spacing = median if spacing is None else np.asarray(spacing, float)
+    shape = np.asarray(fp["median_shape"], float) * median / spacing
     axis = _slice_axis(spacing, shape)
     in_plane = [a for a in range(3) if a != axis]
     cases = fp.get("cases") or [{"shape": shape, "spacing": spacing}]
@@ -124,10 +128,12 @@ def plan_dataset(
     memory_budget_mib: float = 1024,
     cache_dir: Path | None = None,
     progress: bool = True,
+    spacing: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Fingerprint ``cases`` of ``info`` (cached in ``cache_dir``) and plan from it; adds the dataset name."""
+    """Fingerprint ``cases`` of ``info`` (cached in ``cache_dir``) and plan from it (for ``spacing`` when
+    given); adds the dataset name."""
     fp = dataset_fingerprint(cases, info.channel_names, info.num_classes, cache_dir, progress)
-    return {"dataset": info.name, **make_plan(fp, stride, memory_budget_mib)}
+    return {"dataset": info.name, **make_plan(fp, stride, memory_budget_mib, spacing=spacing)}
 
 
 def plan_summary(plan: dict[str, Any], class_names: Sequence[str] = ()) -> str:

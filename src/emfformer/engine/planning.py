@@ -64,7 +64,13 @@ def run_plan(
     cases = select_cases(info, cfg.data, "train", splits)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
     plan = plan_dataset(
-        info, cases, input_multiple(cfg.model.name), cfg.data.memory_budget_mib, cache / "plans", progress
+        info,
+        cases,
+        input_multiple(cfg.model.name),
+        cfg.data.memory_budget_mib,
+        cache / "plans",
+        progress,
+        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
     )
     pre = preprocess_config(cfg.data, plan)
     effective = {**plan, "patch_size": pre.size, "slice_axis": pre.slice_axis}

@@ -258,6 +258,7 @@ def _load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> _Data:
         cfg.data.memory_budget_mib,
         cache / "plans",
         cfg.progress,
+        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
     )
     _resolve_plan(cfg, plan)
     pre = preprocess_config(cfg.data, plan)
