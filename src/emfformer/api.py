@@ -65,7 +65,8 @@ def segment(
     affine: np.ndarray | None = None,
     fast: bool = False,
 ) -> np.ndarray:
-    """Segment a 3D scan: a NIfTI path or an (X, Y, Z) array -> int16 labels (X, Y, Z) on its grid.
+    """Segment a 3D scan: a file path or an (X, Y, Z) array ((X, Y, Z, C) for a C-channel model) -> int16
+    labels (X, Y, Z) on its grid.
 
     ``model``: from :func:`load_pretrained`, or a name / path it takes; default the shipped
     Hippocampus model. ``tta``: ``None`` = what the model recommends. ``fast``: the first network of
@@ -96,8 +97,12 @@ def segment(
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 4 and image.shape[3] == 1:  # (X, Y, Z, 1): one channel / time point
         image = image[..., 0]
-    if image.ndim != 3 or not np.isfinite(image).all():
-        raise DataError(f"segment needs a finite 3D array (X, Y, Z); got shape {image.shape}")
+    channels = model.members[0][1].channels
+    want = "3D array (X, Y, Z)" if channels == 1 else f"array (X, Y, Z, {channels})"
+    if image.ndim not in (3, 4) or image.shape[3:] != (() if channels == 1 else (channels,)):
+        raise DataError(f"segment needs a finite {want} for this model; got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise DataError(f"segment needs a finite {want}; this one holds NaN or infinite values")
     if affine is not None:
         affine = _checked_affine(affine)
     members = model.members[:1] if fast else model.members

@@ -70,3 +70,16 @@ def test_train_predict_and_score_each_kind(
     dice = metrics["summary"]["mean_dice_fg"]
     assert dice > floor, f"{kind}: held-out fg Dice {dice:.3f} <= {floor}"
     assert "fg Dice" in capsys.readouterr().out
+    if kind == "mri2":  # the notebook API takes a channels-last array for a multi-channel model
+        from emfformer.api import load_pretrained, segment
+
+        model = load_pretrained(tmp_path / "run" / "best.pt")
+        t2, adc = (
+            np.asarray(nib.load(held / "imagesTr" / f"case_000_{c:04d}.nii.gz").dataobj) for c in (0, 1)
+        )
+        array_labels = segment(
+            np.stack([t2, adc], -1), model, affine=nib.load(held / "labelsTr" / "case_000.nii.gz").affine
+        )
+        np.testing.assert_array_equal(array_labels, np.asarray(nib.load(pred / "case_000.nii.gz").dataobj))
+        with pytest.raises(ValueError, match=r"\(X, Y, Z, 2\)"):
+            segment(t2, model)

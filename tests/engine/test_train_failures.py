@@ -60,3 +60,15 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(torch, "save", real_save)
     assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2"]) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_a_patch_beyond_the_memory_budget_is_refused_before_training(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    from emfformer.data.cases import DataError
+
+    run = tmp_path / "run"
+    cfg = tiny_config(run, **{"data.size": 1024, "optim.batch_size": 32, "data.memory_budget_mib": 512})
+    with pytest.raises(DataError, match=r"1024 x 1024 needs about 48000 MiB.*data.memory_budget_mib = 512"):
+        run_training(cfg)
+    assert not run.exists() or not list(run.iterdir())  # nothing left behind

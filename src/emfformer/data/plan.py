@@ -31,7 +31,14 @@ import numpy as np
 from .cases import Case, DataError, DatasetInfo
 from .fingerprint import dataset_fingerprint
 
-__all__ = ["BYTES_PER_PIXEL", "make_plan", "plan_dataset", "plan_summary", "ANISOTROPY"]
+__all__ = [
+    "BYTES_PER_PIXEL",
+    "check_memory_budget",
+    "make_plan",
+    "plan_dataset",
+    "plan_summary",
+    "ANISOTROPY",
+]
 
 BYTES_PER_PIXEL = 1500  # measured training peak of EMF-former-S per input pixel (batch 4, 512^2)
 ANISOTROPY = 3.0  # nnU-Net's threshold for "anisotropic" spacing
@@ -119,6 +126,21 @@ def make_plan(
         "class_frequencies": fp["class_frequencies"],
         "num_cases": fp["num_cases"],
     }
+
+
+def check_memory_budget(side: int, batch: int, memory_budget_mib: float) -> None:
+    """Refuse a patch side and batch (set by hand) whose estimated training memory exceeds the budget.
+
+    Raises:
+        DataError: naming the estimate, the budget and the keys that change either.
+    """
+    need = batch * side * side * BYTES_PER_PIXEL / 2**20
+    if need > memory_budget_mib:
+        raise DataError(
+            f"a batch of {batch} patches of {side} x {side} needs about {need:.0f} MiB of training memory, more "
+            f"than data.memory_budget_mib = {memory_budget_mib:g}: lower data.size or optim.batch_size (or "
+            "leave them auto), or raise data.memory_budget_mib if the machine has the memory"
+        )
 
 
 def plan_dataset(

@@ -101,13 +101,13 @@ def onnx_members(members: list[Member]) -> list[Member]:
         model = model.cpu()  # onnxruntime runs here on the CPU provider; export and parity inputs are CPU
         path = folder / f"m{i}.onnx"
         try:
-            _write_onnx(model, torch.zeros(1, pre.context, pre.size, pre.size), path)
+            _write_onnx(model, torch.zeros(1, pre.context * pre.channels, pre.size, pre.size), path)
         except ImportError as exc:
             raise ValueError(
                 "--engine onnxruntime needs onnx and onnxruntime: pip install 'emfformer[export]'"
             ) from exc
         net = ExportedNet(path)
-        diff = _parity(model, net, pre.context, pre.size)
+        diff = _parity(model, net, pre.context * pre.channels, pre.size)
         if not diff <= PARITY_ATOL:
             raise ValueError(
                 f"the ONNX export of member {i} differs from PyTorch by {diff:.2e}; use --engine torch"
@@ -145,7 +145,7 @@ def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) 
     paths = _member_paths(out, len(members))
     entries = []
     for (model, pre), path in zip(members, paths, strict=True):
-        in_channels = pre.context  # training builds the network with one input channel per context slice
+        in_channels = pre.context * pre.channels  # training: one input per channel and context slice
         example = torch.zeros(1, in_channels, pre.size, pre.size)
         (_write_onnx if fmt == "onnx" else _write_torchscript)(model, example, path)
         diff = _parity(model, ExportedNet(path), in_channels, pre.size)

@@ -121,7 +121,8 @@ def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> 
         vol = load_volume(cases[case_id])
         with torch.inference_mode():
             pred = predict_volume(members, vol.image, tta=bool(extra.get("tta", False)), affine=vol.affine)
-        fig = _overlay_figure(vol.image, vol.label, pred, members[0][1].slice_axis % 3, len(class_names))
+        first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]  # the first channel is shown
+        fig = _overlay_figure(first, vol.label, pred, members[0][1].slice_axis % 3, len(class_names))
         parts.append(f"<h4>{name}: {html.escape(case_id)} (fg Dice {100 * score:.2f} %)</h4>")
         parts.append(_img(_png(fig), f"{name} case {case_id}"))
     return "\n".join(parts)

@@ -28,7 +28,7 @@ from ..data.augment import SliceAugment, train_transforms
 from ..data.cases import Case, Volume, load_volume
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.patches import PatchDataset
-from ..data.plan import plan_dataset, plan_summary
+from ..data.plan import check_memory_budget, plan_dataset, plan_summary
 from ..data.preprocess import PreprocessConfig
 from ..data.splits import select_cases
 from ..data.store import preprocess_cases
@@ -262,6 +262,7 @@ def _load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> _Data:
     )
     _resolve_plan(cfg, plan)
     pre = preprocess_config(cfg.data, plan)
+    check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
     if is_main:  # the plan as this run uses it: config values that are not "auto" win
         used = {
             **plan,
