@@ -83,3 +83,32 @@ def test_train_predict_and_score_each_kind(
         np.testing.assert_array_equal(array_labels, np.asarray(nib.load(pred / "case_000.nii.gz").dataobj))
         with pytest.raises(ValueError, match=r"\(X, Y, Z, 2\)"):
             segment(t2, model)
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mha", ".nii"])
+def test_an_itk_or_plain_nifti_dataset_trains_and_predicts_in_its_own_format(
+    ending: str, tmp_path: Path
+) -> None:
+    """A dataset whose file_ending is .nrrd / .mha / .nii goes through planning, training and predict."""
+    import SimpleITK as sitk
+
+    src = write_nnunet_dataset(tmp_path / "src", "mri2", n_cases=5, shape=(24, 24, 4))
+    data = tmp_path / "Dataset_conv"
+    for folder in ("imagesTr", "labelsTr"):
+        (data / folder).mkdir(parents=True)
+        for f in sorted((src / folder).iterdir()):
+            sitk.WriteImage(sitk.ReadImage(str(f)), str(data / folder / f.name.replace(".nii.gz", ending)))
+    meta = json.loads((src / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**meta, "file_ending": ending}))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "emf_former_t", "--out", str(run), "--device", "cpu",
+                 "--threads", "1", "--set", "data.dataset=msd", "data.fold=-1", "data.test_fraction=0",
+                 "optim.epochs=1", "optim.batch_size=4", f"data.cache_dir={tmp_path / 'cache'}",
+                 "progress=false"]) == 0  # fmt: skip
+    assert main(["predict", "-i", str(data / "imagesTr"), "-o", str(tmp_path / "pred"), "--checkpoint",
+                 str(run / "best.pt"), "--device", "cpu"]) == 0  # fmt: skip
+    out = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert out == [f"case_00{i}{ending}" for i in range(5)]
+    written = sitk.ReadImage(str(tmp_path / "pred" / out[0]))
+    reference = sitk.ReadImage(str(data / "labelsTr" / out[0]))
+    assert written.GetSize() == reference.GetSize() and written.GetSpacing() == reference.GetSpacing()
