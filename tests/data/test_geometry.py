@@ -13,7 +13,6 @@ from emfformer.data.geometry import (
     check_orientation,
     scores_to_input_grid,
     to_model_grid,
-    training_grid,
     voxel_spacing,
 )
 
@@ -97,12 +96,35 @@ def test_scores_of_the_wrong_shape_are_refused() -> None:
         scores_to_input_grid(np.zeros((2, 4, 4, 5), np.float32), info)
 
 
-def test_training_grid_is_the_majority_orientation_and_median_spacing(tmp_path: Path) -> None:
+def test_fingerprint_takes_the_majority_orientation_and_median_spacing(tmp_path: Path) -> None:
+    from emfformer.data.fingerprint import dataset_fingerprint
+
     cases = []
     for i, (zooms, flip) in enumerate([((1, 1, 2), 1), ((1, 1, 3), 1), ((2, 1, 3), -1)]):
         affine = np.diag([flip * zooms[0], flip * zooms[1], zooms[2], 1.0])
         path = tmp_path / f"c{i}.nii.gz"
-        nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), affine), path)
+        nib.save(
+            nib.Nifti1Image(np.random.default_rng(i).normal(size=(3, 3, 3)).astype(np.float32), affine), path
+        )
         cases.append(Case(f"c{i}", path))
-    assert training_grid(cases, resample=True) == ("RAS", (1.0, 1.0, 3.0))
-    assert training_grid(cases, resample=False) == ("RAS", None)
+    fp = dataset_fingerprint(cases, ("MRI",), 2, progress=False)
+    assert fp["orientation"] == "RAS" and fp["median_spacing"] == [1.0, 1.0, 3.0]
+
+
+@pytest.mark.parametrize("fill", [0.0, 37.5])
+def test_a_constant_border_is_cropped_and_comes_back_as_background(fill: float) -> None:
+    rng = np.random.default_rng(0)
+    inner = rng.normal(100, 10, (10, 12, 6)).astype(np.float32)
+    field = np.full((40, 30, 6), fill, np.float32)
+    field[25:35, 3:15] = inner
+    label = np.zeros(field.shape, np.int16)
+    label[27:30, 5:8, 2:4] = 1
+    image, lab, info = to_model_grid(field, np.eye(4), "RAS", None, label, crop_border=True)
+    assert info.bbox == ((25, 35), (3, 15), (0, 6)) and np.array_equal(image, inner)
+    assert lab.sum() == label.sum()  # nothing labelled is cut away
+    scores = np.stack([1 - lab, lab]).astype(np.float32)
+    back = scores_to_input_grid(scores, info)
+    assert back.shape == (2, 40, 30, 6) and np.array_equal(back.argmax(0), label)
+    assert (back[0][:25] == 1).all()  # the border is background
+    untouched = to_model_grid(inner, np.eye(4), "RAS", None, crop_border=True)[2]
+    assert untouched.bbox is None  # corners that differ: nothing to crop

@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from emfformer.data import cases as cases_module
 from emfformer.data.cases import DataError, Volume
-from emfformer.engine import evaluate as evaluate_module
 from emfformer.engine import inference as inference_module
 from emfformer.engine.checkpoint import load_checkpoint, save_checkpoint
 from emfformer.engine.evaluate import run_evaluation
@@ -121,7 +121,7 @@ def test_missing_checkpoint_raises_value_error(tmp_path: Path) -> None:
 def _model_returning(monkeypatch: pytest.MonkeyPatch, make_labels: Any) -> list[Volume]:
     """Replace the network: predict_volume returns ``make_labels(volume)`` for each evaluated volume."""
     loaded: dict[int, Volume] = {}
-    real_load_volume = evaluate_module.load_volume
+    real_load_volume = cases_module.load_volume  # evaluation reads volumes lazily through LazyVolumes
 
     def load_volume(case: Any) -> Volume:
         vol = real_load_volume(case)
@@ -131,7 +131,7 @@ def _model_returning(monkeypatch: pytest.MonkeyPatch, make_labels: Any) -> list[
     def predict_volume(members: Any, image: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         return make_labels(loaded[id(image)])
 
-    monkeypatch.setattr(evaluate_module, "load_volume", load_volume)
+    monkeypatch.setattr(cases_module, "load_volume", load_volume)
     monkeypatch.setattr(inference_module, "predict_volume", predict_volume)
     return list(loaded.values())
 

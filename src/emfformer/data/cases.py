@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "nifti_stem",
     "case_stem",
+    "LazyVolumes",
 ]
 
 
@@ -303,3 +305,22 @@ def load_volume(case: Case) -> Volume:
             "and voxel size are unknown. Fix the header (qform/sform and pixdim) first."
         )
     return Volume(case.case_id, image, label, img.affine.copy(), img.header.copy(), zooms)  # type: ignore[arg-type]
+
+
+class LazyVolumes:
+    """Validation volumes read one at a time when asked for (memory stays flat); slicing gives another."""
+
+    def __init__(self, cases: list[Case]) -> None:
+        self.cases = list(cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __bool__(self) -> bool:
+        return bool(self.cases)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        return LazyVolumes(self.cases[i]) if isinstance(i, slice) else load_volume(self.cases[i])
+
+    def __iter__(self) -> Any:
+        return (load_volume(c) for c in self.cases)

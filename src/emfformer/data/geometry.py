@@ -13,17 +13,13 @@ means "use the array as it is", which is what checkpoints from before this modul
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-
-from .cases import Case, DataError
 
 __all__ = [
     "GridInfo",
@@ -32,7 +28,6 @@ __all__ = [
     "voxel_spacing",
     "to_model_grid",
     "scores_to_input_grid",
-    "training_grid",
 ]
 
 _PAIRS = ("LR", "PA", "IS")
@@ -201,24 +196,3 @@ def _inverse(ornt: np.ndarray) -> np.ndarray:
     for axis, (new_axis, flip) in enumerate(ornt):
         inv[int(new_axis)] = (axis, flip)
     return inv
-
-
-def training_grid(cases: Sequence[Case], resample: bool) -> tuple[str, tuple[float, float, float] | None]:
-    """The grid to train on: the most common orientation of the cases' images, and (when ``resample``)
-    their median voxel spacing in that orientation. Reads headers only.
-    """
-    if not cases:
-        raise ValueError("training_grid needs at least one case")
-    affines = []
-    for case in cases:
-        try:
-            affines.append(nib.load(str(case.image)).affine)
-        except Exception as exc:  # nibabel raises several types for unreadable headers
-            raise DataError(f"Cannot read the header of {case.image}: {exc}") from exc
-    codes = Counter("".join(nib.aff2axcodes(a)) for a in affines)
-    orientation = codes.most_common(1)[0][0]
-    if not resample:
-        return orientation, None
-    dst = axcodes2ornt(tuple(orientation))
-    spacings = [voxel_spacing(a)[np.argsort(ornt_transform(io_orientation(a), dst)[:, 0])] for a in affines]
-    return orientation, tuple(round(float(s), 4) for s in np.median(spacings, axis=0))  # type: ignore[return-value]

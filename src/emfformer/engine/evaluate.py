@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from ..data.cases import load_volume
+from ..data.cases import LazyVolumes
 from ..data.locate import load_dataset
 from ..data.splits import describe_split, select_cases, uses_shipped_split
 from ..metrics_report import write_report
@@ -67,8 +66,7 @@ def run_evaluation(
     splits = _splits_for(states[0], paths[0], splits_file, cfg.data.dataset)
     info = load_dataset(cfg.data, check=False)
     cases = select_cases(info, cfg.data, part, splits)
-    with tqdm(cases, desc="load", disable=not progress, leave=False) as bar:  # closed (cleared) on errors too
-        volumes = [load_volume(c) for c in bar]
+    volumes = LazyVolumes(cases)  # read one at a time: memory stays flat on large test parts
     with torch.inference_mode():
         rows, summary = evaluate_volumes(
             members, volumes, class_names, hd95=True, bf16=bf16, tta=tta, progress=progress

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.augment import SliceAugment, train_transforms
-from ..data.cases import Case, Volume, load_volume
+from ..data.cases import LazyVolumes, Volume
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.patches import PatchDataset
 from ..data.plan import check_memory_budget, plan_dataset, plan_summary
@@ -199,25 +199,6 @@ def resume_config(
             f"(got {cfg.optim.epochs}). Nothing was changed."
         )
     return cfg, state
-
-
-class LazyVolumes:
-    """Validation volumes read one at a time when asked for (memory stays flat); slicing gives another."""
-
-    def __init__(self, cases: list[Case]) -> None:
-        self.cases = list(cases)
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-    def __bool__(self) -> bool:
-        return bool(self.cases)
-
-    def __getitem__(self, i: int | slice) -> Any:
-        return LazyVolumes(self.cases[i]) if isinstance(i, slice) else load_volume(self.cases[i])
-
-    def __iter__(self) -> Any:
-        return (load_volume(c) for c in self.cases)
 
 
 @dataclass
