@@ -8,13 +8,11 @@ checkpoint is the one with the highest foreground mIoU on validation (the paper'
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +22,23 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.augment import SliceAugment, train_transforms
-from ..data.cases import LazyVolumes, Volume
-from ..data.locate import default_cache_dir, load_dataset
-from ..data.patches import PatchDataset
-from ..data.plan import check_memory_budget, plan_dataset, plan_summary
-from ..data.preprocess import PreprocessConfig
-from ..data.splits import select_cases
-from ..data.store import preprocess_cases
 from ..io import (
     RunLock,
-    atomic_write_json,
     atomic_write_text,
     folder_listing,
     remove_failed_start,
     remove_stale_temp_files,
 )
 from ..metrics import summarize
-from ..models import build_model, input_multiple
+from ..models import build_model
 from . import distributed
 from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides, preprocess_config
+from .config import RESUMABLE_KEYS, RunConfig, config_from_dict, parse_overrides
 from .history import write_history
 from .inference import autocast, evaluate_volumes, resolve_device
 from .losses import SegLoss
 from .schedule import build_optimizer
+from .train_data import RunData, load_data
 
 __all__ = [
     "run_training",
@@ -201,70 +191,6 @@ def resume_config(
     return cfg, state
 
 
-@dataclass
-class _Data:
-    """What one training run reads: the training patches and the validation volumes (read lazily)."""
-
-    dataset: PatchDataset
-    transform: SliceAugment | None
-    val_volumes: LazyVolumes | list[Volume]
-    class_names: list[str]
-    preprocess: PreprocessConfig
-    name: str
-    splits: dict[str, Any] | None
-    plan: dict[str, Any]
-
-
-def _resolve_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
-    """Every ``"auto"`` of the run's config replaced by the plan's value (the config that is stored)."""
-    if cfg.data.size == "auto":
-        cfg.data.size = int(plan["patch_size"])
-    if cfg.data.slice_axis == "auto":
-        cfg.data.slice_axis = int(plan["slice_axis"])
-    if cfg.optim.batch_size == "auto":
-        cfg.optim.batch_size = int(plan["batch_size"])
-
-
-def _load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> _Data:
-    """Cases of the run's split, the plan, the preprocessed store and the validation cases."""
-    info = load_dataset(cfg.data, progress=cfg.progress)
-    splits_file = run_dir / "splits.json"
-    train_cases = select_cases(info, cfg.data, "train", splits_file)
-    val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
-    plan = plan_dataset(
-        info,
-        train_cases,
-        input_multiple(cfg.model.name),
-        cfg.data.memory_budget_mib,
-        cache / "plans",
-        cfg.progress,
-        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
-    )
-    _resolve_plan(cfg, plan)
-    pre = preprocess_config(cfg.data, plan)
-    check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
-    if is_main:  # the plan as this run uses it: config values that are not "auto" win
-        used = {
-            **plan,
-            "patch_size": pre.size,
-            "slice_axis": pre.slice_axis,
-            "batch_size": cfg.optim.batch_size,
-        }
-        atomic_write_json(run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict()})
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
-    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
-    augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
-    margin = 0 if pre.mode == "resize" else None
-    dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
-    log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_cases))
-    splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
-    return _Data(
-        dataset, augment, LazyVolumes(val_cases), list(info.class_names), pre, info.name, splits, plan
-    )
-
-
 def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[dict[str, Any]], float, int]:
     """Put a last.pt back: weights, optimizer, schedule, RNG; returns (history, best metric, next epoch)."""
     model.load_state_dict(state["model"])
@@ -278,7 +204,7 @@ def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[list[d
 
 
 def _epoch_loader(
-    data: _Data, cfg: RunConfig, epoch: int, generator: torch.Generator, d: distributed.Dist
+    data: RunData, cfg: RunConfig, epoch: int, generator: torch.Generator, d: distributed.Dist
 ) -> DataLoader:
     """The epoch's shuffled batches; order, empty-slice subset and augmentation depend on (seed, epoch)."""
     generator.manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order does not depend on resume
@@ -304,7 +230,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def _validate(
-    model: torch.nn.Module, data: _Data, cfg: RunConfig, epoch: int, d: distributed.Dist
+    model: torch.nn.Module, data: RunData, cfg: RunConfig, epoch: int, d: distributed.Dist
 ) -> dict[str, Any]:
     """Validation metrics of the epoch on whole volumes (None when there is no validation this epoch).
 
@@ -326,7 +252,7 @@ def _validate(
     return row
 
 
-def _describe(cfg: RunConfig, data: _Data) -> dict[str, Any]:
+def _describe(cfg: RunConfig, data: RunData) -> dict[str, Any]:
     """What every checkpoint of the run carries so that predict/evaluate can rebuild the model alone."""
     model_kwargs = {
         "in_channels": data.preprocess.context,
@@ -343,7 +269,7 @@ def _describe(cfg: RunConfig, data: _Data) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _build_model(cfg: RunConfig, data: _Data, device: torch.device) -> torch.nn.Module:
+def _build_model(cfg: RunConfig, data: RunData, device: torch.device) -> torch.nn.Module:
     try:
         pre = data.preprocess
         model = build_model(
@@ -356,7 +282,7 @@ def _build_model(cfg: RunConfig, data: _Data, device: torch.device) -> torch.nn.
 
 def _start(
     cfg: RunConfig, state: dict[str, Any] | None, d: distributed.Dist
-) -> tuple[Path, torch.device, _Data]:
+) -> tuple[Path, torch.device, RunData]:
     """Device and process group, run folder, seeds and threads, data (rank 0 first: it writes the split
     and the slice cache that the other ranks then read)."""
     device = distributed.setup(d, resolve_device(cfg.device))
@@ -373,7 +299,7 @@ def _start(
     data = None
     for rank0_turn in (True, False):
         if d.is_main == rank0_turn:
-            data = _load_data(cfg, run_dir, d.is_main)
+            data = load_data(cfg, run_dir, d.is_main)
         distributed.barrier(d)
     assert data is not None
     return run_dir, device, data

@@ -1,0 +1,97 @@
+"""What one training run reads: its split, the dataset's plan, the preprocessed store and its patches.
+
+`load_data` is nnU-Net's pipeline for one run: the split's training cases are fingerprinted and planned
+(`emfformer.data.plan`; every ``"auto"`` of the config takes the plan's value and the resolved config and
+``plans.json`` are written to the run folder), preprocessed once into the memory-mapped store, and served
+as random patches; validation volumes are read one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.augment import SliceAugment, train_transforms
+from ..data.cases import LazyVolumes, Volume
+from ..data.locate import default_cache_dir, load_dataset
+from ..data.patches import PatchDataset
+from ..data.plan import check_memory_budget, plan_dataset, plan_summary
+from ..data.preprocess import PreprocessConfig
+from ..data.splits import select_cases
+from ..data.store import preprocess_cases
+from ..io import atomic_write_json, atomic_write_text
+from ..models import input_multiple
+from .config import RunConfig, preprocess_config
+
+__all__ = ["RunData", "load_data"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """What one training run reads: the training patches and the validation volumes (read lazily)."""
+
+    dataset: PatchDataset
+    transform: SliceAugment | None
+    val_volumes: LazyVolumes | list[Volume]
+    class_names: list[str]
+    preprocess: PreprocessConfig
+    name: str
+    splits: dict[str, Any] | None
+    plan: dict[str, Any]
+
+
+def _resolve_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
+    """Every ``"auto"`` of the run's config replaced by the plan's value (the config that is stored)."""
+    if cfg.data.size == "auto":
+        cfg.data.size = int(plan["patch_size"])
+    if cfg.data.slice_axis == "auto":
+        cfg.data.slice_axis = int(plan["slice_axis"])
+    if cfg.optim.batch_size == "auto":
+        cfg.optim.batch_size = int(plan["batch_size"])
+
+
+def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
+    """Cases of the run's split, the plan, the preprocessed store and the validation cases."""
+    info = load_dataset(cfg.data, progress=cfg.progress)
+    splits_file = run_dir / "splits.json"
+    train_cases = select_cases(info, cfg.data, "train", splits_file)
+    val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
+    plan = plan_dataset(
+        info,
+        train_cases,
+        input_multiple(cfg.model.name),
+        cfg.data.memory_budget_mib,
+        cache / "plans",
+        cfg.progress,
+        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
+    )
+    _resolve_plan(cfg, plan)
+    pre = preprocess_config(cfg.data, plan)
+    check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
+    if is_main:  # the plan as this run uses it: config values that are not "auto" win
+        used = {
+            **plan,
+            "patch_size": pre.size,
+            "slice_axis": pre.slice_axis,
+            "batch_size": cfg.optim.batch_size,
+        }
+        atomic_write_json(run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict()})
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
+    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
+    augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
+    margin = 0 if pre.mode == "resize" else None
+    dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
+    log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_cases))
+    splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
+    return RunData(
+        dataset, augment, LazyVolumes(val_cases), list(info.class_names), pre, info.name, splits, plan
+    )
