@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from emfformer.progress import tqdm
 
 from ..io import atomic_write_json, atomic_write_text
 from .defaults import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, ENGINES, OURS, OURS_RECOMPUTE, QUICK, TWIN

@@ -30,12 +30,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from emfformer.data.acdc import acdc_base, read_acdc
 from emfformer.data.cases import DataError
 from emfformer.data.locate import DATASET_FOLDERS
 from emfformer.data.msd import check_msd_dataset, read_msd_dataset
+from emfformer.progress import tqdm
 
 __all__ = ["DOWNLOADS", "DownloadSource", "download_dataset"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
-from tqdm.auto import tqdm
 
 from emfformer.io import atomic_write_json
+from emfformer.progress import tqdm
 
 from .cases import Case, DataError, load_volume, open_image
 from .geometry import border_bbox, voxel_spacing

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from emfformer.data import nnunet
 from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem, open_image
+from emfformer.progress import tqdm
 
 __all__ = ["read_msd_dataset", "check_msd_dataset"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from emfformer.io import atomic_write, atomic_write_json
+from emfformer.progress import tqdm
 
 from .cases import Case, DataError, load_volume
 from .geometry import to_model_grid

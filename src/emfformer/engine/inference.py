@@ -20,7 +20,8 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from emfformer.progress import tqdm
 
 from ..data.cases import Volume
 from ..data.geometry import scores_to_input_grid, to_model_grid

@@ -13,7 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from emfformer.progress import tqdm
 
 from ..data.cases import IMAGE_SUFFIXES, Case, DataError, case_stem, load_volume, nifti_stem
 from ..data.formats import ITK_SUFFIXES, PNG_SUFFIXES, write_itk_labels, write_png_labels

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from emfformer.progress import tqdm
 
 from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem
 from ..data.msd import parse_class_names

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+
+from emfformer.progress import tqdm
 
 from ..io import (
     RunLock,
