@@ -64,6 +64,7 @@ def write_itk_labels(labels: np.ndarray, reference: Path, path: Path) -> None:
     ref = sitk.ReadImage(str(reference), imageIO=_image_io(reference))
     out = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
     out.CopyInformation(ref)
+    out.SetMetaData("emfformer", "labels")  # guard.ITK_KEY: marks the file as ours (never-destroy rule)
     sitk.WriteImage(out, str(path), useCompression=True)
 
 
@@ -93,4 +94,10 @@ def write_png_labels(labels: np.ndarray, path: Path) -> None:
 
     if labels.ndim != 3 or labels.shape[2] != 1 or labels.max(initial=0) > 255:
         raise ValueError(f"a PNG label map needs (rows, cols, 1) values in 0..255, got {labels.shape}")
-    Image.fromarray(np.ascontiguousarray(labels[:, :, 0].astype(np.uint8))).save(path, format="PNG")
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "emfformer labels")  # guard.PNG_KEY / LABEL_DESCRIP: marks the file as ours
+    Image.fromarray(np.ascontiguousarray(labels[:, :, 0].astype(np.uint8))).save(
+        path, format="PNG", pnginfo=info
+    )

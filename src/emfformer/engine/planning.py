@@ -7,7 +7,6 @@ printed plan is the one a ``train`` with those settings uses.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.plan import plan_dataset, plan_summary
 from ..data.splits import make_splits, select_cases
+from ..guard import KIND_KEY, check_output
 from ..io import atomic_write_json
 from ..models import input_multiple
 from .config import load_config, preprocess_config
@@ -24,18 +24,13 @@ __all__ = ["run_plan"]
 log = logging.getLogger(__name__)
 
 
-def _checked_output(path: Path) -> Path:
-    """Refuse to replace a file that is not a plans.json (the never-overwrite rule)."""
+def _checked_output(path: Path, data: Path, overwrite: bool) -> Path:
+    """Refuse a folder, a file of the dataset, or an existing file that is not a plans.json written by
+    emfformer (the never-destroy rule, guard.py; ``overwrite`` replaces a foreign file)."""
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder; give the plans.json file to write")
-    if path.exists():
-        try:
-            ours = "patch_size" in json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            raise ValueError(f"{path} exists and is not a plans.json written by emfformer; choose another -o")
-    return path
+    inside = data.is_dir() and path.exists() and path.resolve().is_relative_to(data.resolve())
+    return check_output(path, "plans", [path] if inside else [], overwrite)
 
 
 def run_plan(
@@ -45,6 +40,7 @@ def run_plan(
     overrides: list[str] | None = None,
     config: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Fingerprint ``data``, plan, print the plan and write it; returns (plan, path written).
 
@@ -55,7 +51,9 @@ def run_plan(
     cfg = load_config(config, {"data.data_dir": str(data), "model.name": model, **_parse(overrides)})
     info = load_dataset(cfg.data, progress=progress)
     out = _checked_output(
-        Path(output) if output else default_cache_dir() / "plans" / f"{info.name}_plans.json"
+        Path(output) if output else default_cache_dir() / "plans" / f"{info.name}_plans.json",
+        Path(data),
+        overwrite,
     )
     ids = [c.case_id for c in info.cases]
     splits = info.splits_final or make_splits(
@@ -77,7 +75,7 @@ def run_plan(
     if cfg.optim.batch_size != "auto":
         effective["batch_size"] = cfg.optim.batch_size
     print(plan_summary(effective, info.class_names))
-    atomic_write_json(out, {**effective, "preprocess": pre.to_dict()})
+    atomic_write_json(out, {**effective, "preprocess": pre.to_dict(), KIND_KEY: "plans"})
     return effective, out
 
 

@@ -6,9 +6,11 @@ written atomically. Optional PNG overlays show the image with the predicted labe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data.cases import IMAGE_SUFFIXES, Case, DataError, case_stem, load_volume, nifti_stem
 from ..data.formats import ITK_SUFFIXES, PNG_SUFFIXES, write_itk_labels, write_png_labels
+from ..guard import KIND_KEY, LABEL_DESCRIP, PNG_KEY, check_outputs
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_members
 from .export import load_exported, onnx_members
@@ -115,7 +118,8 @@ def save_overlay(
         ax.set_title(f"slice {k}")
         ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    meta = {PNG_KEY: "emfformer overlay"}  # the never-destroy marker (guard.py)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=meta))
 
 
 class SkippedInputs(DataError):
@@ -126,7 +130,11 @@ def _save_probabilities(scores: np.ndarray, path: Path) -> None:
     """nnU-Net's ``.npz``: ``probabilities`` float16 (C, Z, Y, X), i.e. the class axis first, then the
     image axes reversed as nnU-Net stores them (its arrays are SimpleITK's z, y, x)."""
     probs = np.ascontiguousarray(scores.transpose(0, 3, 2, 1)).astype(np.float16)
-    atomic_write(path, lambda tmp: np.savez_compressed(tmp, probabilities=probs), suffix=".npz")
+    atomic_write(
+        path,
+        lambda tmp: np.savez_compressed(tmp, probabilities=probs, **{KIND_KEY: "probabilities"}),
+        suffix=".npz",
+    )
 
 
 def _segment(
@@ -153,11 +161,41 @@ def _segment(
         header = vol.header.copy()
         header.set_data_dtype(dtype)
         header.set_slope_inter(1, 0)
+        header["descrip"] = LABEL_DESCRIP  # the never-destroy marker (guard.py)
         path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / name)
     if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
         first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]
         save_overlay(first, labels, out / "overlays" / f"{name}.png", num_classes, members[0][1].slice_axis)
     return path
+
+
+def _planned_outputs(
+    cases: list[Case], out: Path, overlays: bool, probabilities: bool
+) -> list[tuple[Path, str]]:
+    """Every file a prediction of ``cases`` writes, with its kind for the never-destroy check (guard.py)."""
+    planned = []
+    for case in cases:
+        name = _output_name(case)
+        planned.append((out / name, "labels"))
+        if probabilities:
+            planned.append((out / f"{case.case_id}.npz", "probabilities"))
+        if overlays:
+            planned.append((out / "overlays" / f"{name}.png", "overlay"))
+    return planned
+
+
+def _write_all(good: list[Case], out: Path, progress: bool, segment: Any) -> list[Path]:
+    """``segment(case)`` for every case; on a failure (disk full) the folders this call created are
+    removed again when empty, and the error names the file (atomic writes leave no partial file)."""
+    created = [d for d in (out, out / "overlays") if not d.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return [segment(c) for c in tqdm(good, desc="predict", disable=not progress)]
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: finished label files stay
+        raise
 
 
 def _checked_output(out: Path, files: list[Path]) -> Path:
@@ -189,6 +227,7 @@ def run_prediction(
     engine: str = "torch",
     fast: bool = False,
     save_probabilities: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
@@ -200,6 +239,7 @@ def run_prediction(
     ``fast``: the first network of an ensemble only, without TTA (for the shipped model 15x faster and
     2.1 points of test mIoU lower, docs/benchmarks.md); refused together with ``tta=True``.
     ``save_probabilities``: also ``<case>.npz`` with the class probabilities (nnU-Net's layout).
+    ``overwrite``: replace existing files in ``out_dir`` that predict did not write (an input never).
     Multi-channel models take nnU-Net-named files (``<case>_0000``, ``_0001``...) as one case.
 
     Outputs keep the input file names (without nnU-Net's ``_0000`` channel suffix), shapes, affines and
@@ -213,7 +253,8 @@ def run_prediction(
             holds NaN/inf voxels: nothing is written.
         SkippedInputs: some inputs of a folder were skipped, the others were written.
         ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten), a
-            file, or named like an image file.
+            file, named like an image file, or holds a file of an output's name that predict did not
+            write (without ``overwrite``; an input, always).
     """
     files = find_inputs(inputs)
     out = _checked_output(Path(out_dir), files)
@@ -234,6 +275,8 @@ def run_prediction(
     tta = recommended if tta is None else tta
     good, bad = [], []
     cases = group_channels(files, members[0][1].channels)
+    # never destroy (guard.py): every output is new, or a file predict wrote, and none is an input
+    check_outputs(_planned_outputs(cases, out, overlays, save_probabilities), files, overwrite)
     for case in tqdm(cases, desc="check inputs", disable=not progress):  # every input, before any write
         try:
             _check_input(case, members)
@@ -245,11 +288,10 @@ def run_prediction(
         raise DataError(
             bad[0] if len(bad) == 1 else f"none of the {len(bad)} inputs can be segmented: " + "; ".join(bad)
         )
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities)
-        for c in tqdm(good, desc="predict", disable=not progress)
-    ]
+    written = _write_all(
+        good, out, progress,
+        lambda c: _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities),
+    )  # fmt: skip
     if bad:
         raise SkippedInputs(
             f"{len(bad)} of {len(cases)} inputs were skipped (the other {len(written)} are in {out}): "

@@ -56,6 +56,7 @@ def score_folders(
     out_dir: str | Path,
     dataset_json: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score every prediction in ``pred`` against its reference in ``labels``; writes the report.
 
@@ -69,9 +70,11 @@ def score_folders(
         DataError: a folder is missing or empty, a prediction has no reference, shapes/affines differ,
             or a value lies outside the classes.
     """
+    from ..guard import check_report_dir
     from ..metrics import case_metrics, summarize  # MONAI: imported on use
     from ..metrics_report import write_report
 
+    check_report_dir(out_dir, overwrite)  # never destroy (guard.py): before any work
     preds, refs = _by_case(Path(pred), "prediction"), _by_case(Path(labels), "reference")
     missing = sorted(set(preds) - set(refs))
     if missing:

@@ -32,6 +32,7 @@ from ..data.plan import check_memory_budget, plan_dataset, plan_summary
 from ..data.preprocess import PreprocessConfig
 from ..data.splits import select_cases
 from ..data.store import preprocess_cases
+from ..guard import CONFIG_MARKER, KIND_KEY, check_run_dir
 from ..io import (
     RunLock,
     atomic_write_json,
@@ -135,16 +136,24 @@ def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def _prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
+def _check_run_dir(cfg: RunConfig, resume: bool) -> None:
+    """Refuse, before anything is written, a folder holding a training (without resume) or run files
+    that train did not write (guard.py's never-destroy rule)."""
     run_dir = Path(cfg.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file; give a folder for the run")
     if not resume and (run_dir / "last.pt").exists():
         raise ValueError(
             f"Run folder {run_dir} already holds a training (last.pt). Use --resume to continue it, "
             "or choose another --out."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return run_dir
+    check_run_dir(run_dir, resume)
+
+
+def _write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """config.yaml, its first line the marker that says train wrote it (guard.CONFIG_MARKER)."""
+    text = CONFIG_MARKER + "\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write_text(run_dir / "config.yaml", text)
 
 
 def run_training(
@@ -170,6 +179,8 @@ def run_training(
             state = None
             if resume:
                 cfg, state = resume_config(cfg.out_dir, resume_overrides)
+            if d.is_main:
+                _check_run_dir(cfg, resume=state is not None)  # before anything is written
             before = folder_listing(cfg.out_dir)
             try:
                 return _train(cfg, state, d)
@@ -263,17 +274,19 @@ def _load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> _Data:
     _resolve_plan(cfg, plan)
     pre = preprocess_config(cfg.data, plan)
     check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
-    if is_main:  # the plan as this run uses it: config values that are not "auto" win
+    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
+    if is_main:  # everything checked: the plan as this run uses it (config values not "auto" win)
         used = {
             **plan,
             "patch_size": pre.size,
             "slice_axis": pre.slice_axis,
             "batch_size": cfg.optim.batch_size,
         }
-        atomic_write_json(run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict()})
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_json(
+            run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict(), KIND_KEY: "plans"}
+        )
+        _write_config(run_dir, cfg)
         log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
-    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
     margin = 0 if pre.mode == "resize" else None
     dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
@@ -380,9 +393,7 @@ def _start(
     and the slice cache that the other ranks then read)."""
     device = distributed.setup(d, resolve_device(cfg.device))
     run_dir = Path(cfg.out_dir)
-    if d.is_main:
-        _prepare_run_dir(cfg, resume=state is not None)
-    else:
+    if not d.is_main:
         logging.getLogger("emfformer").setLevel(logging.WARNING)  # one log, from rank 0
     seed_everything(cfg.seed)
     if cfg.threads:
