@@ -190,7 +190,8 @@ def _write_all(good: list[Case], out: Path, progress: bool, segment: Any) -> lis
     created = [d for d in (out, out / "overlays") if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return [segment(c) for c in tqdm(good, desc="predict", disable=not progress)]
+        with tqdm(good, desc="predict", disable=not progress) as bar:  # closed on errors too
+            return [segment(c) for c in bar]
     except BaseException:
         for folder in reversed(created):
             with contextlib.suppress(OSError):

@@ -171,6 +171,7 @@ def run_training(
     """
     threads = torch.get_num_threads()
     d = distributed.from_env()  # several processes under torchrun, else one
+    created = not Path(cfg.out_dir).exists()  # a failed start removes the folder it created, if empty
     try:
         # a second training into the same folder is refused; under torchrun rank 0 holds the lock
         with RunLock(cfg.out_dir) if d.is_main else contextlib.nullcontext():
@@ -188,6 +189,11 @@ def run_training(
                 if d.is_main and state is None:
                     remove_failed_start(Path(cfg.out_dir), before)
                 raise
+    except BaseException:
+        if created and d.is_main:
+            with contextlib.suppress(OSError):
+                Path(cfg.out_dir).rmdir()
+        raise
     finally:
         distributed.teardown(d)
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
