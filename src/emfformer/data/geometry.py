@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from .cases import Case, DataError
+from .cases import Case, DataError, open_image
 
 __all__ = [
     "GridInfo",
@@ -212,7 +213,10 @@ def training_grid(cases: Sequence[Case], resample: bool) -> tuple[str, tuple[flo
     affines = []
     for case in cases:
         try:
-            affines.append(nib.load(str(case.image)).affine)
+            # by its bytes like every reader (a .nii.gz that is plain .nii, .nrrd/.mha/.png too)
+            affines.append(open_image(Path(case.image), channels=True).affine)
+        except DataError:
+            raise
         except Exception as exc:  # nibabel raises several types for unreadable headers
             raise DataError(f"Cannot read the header of {case.image}: {exc}") from exc
     codes = Counter("".join(nib.aff2axcodes(a)) for a in affines)
