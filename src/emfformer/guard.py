@@ -250,9 +250,9 @@ def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> None:
         )
     if overwrite or written_by_us(out_dir / "metrics.json", "evaluation"):
         return
-    foreign = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    foreign = [str(out_dir / name) for name in REPORT_FILES if (out_dir / name).exists()]
     if foreign:
         raise ValueError(
-            f"--out {out_dir} holds {', '.join(foreign)} not written by emfformer evaluate; nothing was "
+            f"--out {out_dir} holds {', '.join(foreign)}, not written by emfformer evaluate; nothing was "
             "written. Choose another --out, or pass --overwrite to replace them."
         )

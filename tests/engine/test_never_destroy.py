@@ -23,7 +23,8 @@ def _refused(argv: list[str], target: Path, capsys: pytest.CaptureFixture[str], 
     before = target.read_bytes() if target.is_file() else None
     capsys.readouterr()
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    # progress bars (no newline of their own) may share the error's line: keep what follows them
+    err = [s[s.index("emfformer ") :] for s in capsys.readouterr().err.splitlines() if "emfformer " in s]
     assert len(err) == 1 and str(target) in err[0] and word in err[0], err
     assert (target.read_bytes() if target.is_file() else None) == before
 
@@ -175,3 +176,30 @@ def test_train_reuses_its_own_folder_and_resume_refuses_before_writing(
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--data", str(other)]) == 2
     assert (run / "config.yaml").read_bytes() == config, "the refused values were written"
     assert yaml.safe_load(config)["data"]["data_dir"] == str(msd_phantom)
+
+
+def test_plan_refuses_a_dataset_file_and_a_foreign_file_and_rewrites_its_own(
+    msd_phantom: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = Path(shutil.copytree(msd_phantom, tmp_path / "Task96_Plan"))
+    own_input = data / "dataset.json"
+    _refused(["plan", str(data), "-o", str(own_input), "--overwrite"], own_input, capsys, "input")
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": 1}\n')
+    _refused(["plan", str(data), "-o", str(foreign)], foreign, capsys, "--overwrite")
+    plans = tmp_path / "plans.json"
+    assert main(["plan", str(data), "-o", str(plans)]) == 0
+    assert main(["plan", str(data), "-o", str(plans)]) == 0, "its own previous plan is rewritten"
+
+
+def test_evaluate_refuses_a_foreign_report_folder_and_rewrites_its_own(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes\n")
+    argv = ["evaluate", "--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--device", "cpu"]
+    _refused(argv, out / "summary.md", capsys, "--overwrite")
+    assert main([*argv, "--overwrite"]) == 0
+    assert main(argv) == 0, "its own previous report is rewritten"
+    assert (out / "summary.md").read_text() != "my notes\n"
