@@ -69,7 +69,9 @@ def _train(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from .engine.planning import run_plan
 
-    plan, path = run_plan(args.data, args.output, args.model, args.set or [], args.config)
+    plan, path = run_plan(
+        args.data, args.output, args.model, args.set or [], args.config, overwrite=args.overwrite
+    )
     print(f"Wrote {path}")
     return 0
 
@@ -85,8 +87,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.checkpoint:
             raise ValueError("--pred scores existing predictions: drop --checkpoint")
         s = score_folders(
-            args.pred, args.labels, args.out or Path(args.pred) / "evaluation", args.dataset_json
-        )
+            args.pred, args.labels, args.out or Path(args.pred) / "evaluation", args.dataset_json,
+            overwrite=args.overwrite,
+        )  # fmt: skip
     else:
         s = _evaluate_checkpoint(args)
     print(
@@ -101,7 +104,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
 
     return run_evaluation(
         args.checkpoint, args.part, args.data, args.out, args.splits, args.max_cases, args.device, args.bf16,
-        tta=args.tta,
+        tta=args.tta, overwrite=args.overwrite,
     )  # fmt: skip
 
 
@@ -113,6 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
     written = run_prediction(
         args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
         exported=args.onnx, engine=args.engine, fast=args.fast, save_probabilities=args.save_probabilities,
+        overwrite=args.overwrite,
     )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.output}")
     return 0
@@ -121,7 +125,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from .engine.checkpoint import pack_ensemble
 
-    path = pack_ensemble(args.checkpoints, args.output, tta=args.tta)
+    path = pack_ensemble(args.checkpoints, args.output, tta=args.tta, overwrite=args.overwrite)
     print(f"Wrote {path} ({len(args.checkpoints)} checkpoint(s), tta={'on' if args.tta else 'off'})")
     return 0
 
@@ -131,6 +135,14 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 beside another job)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+
+
+def _add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    """--overwrite: replace an existing output that this command did not write (an input: never)."""
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing output files that emfformer did not write (never one of the inputs)",
+    )  # fmt: skip
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
@@ -153,13 +165,13 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "monai-bundle":
         from .engine.bundle import export_bundle
 
-        out = export_bundle(args.checkpoint, args.output)
+        out = export_bundle(args.checkpoint, args.output)  # refuses an existing folder by itself
         print(f"Wrote MONAI bundle {out}; run it with: python -m monai.bundle run --config_file "
               f"{out}/configs/inference.json --bundle_root {out} --dataset_dir SCANS --output_dir LABELS")  # fmt: skip
         return 0
     from .engine.export import export_checkpoint
 
-    meta = export_checkpoint(args.checkpoint, args.format, args.output)
+    meta = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
     diffs = ", ".join(
         f"{m['file']} (max |logit diff| {m['max_abs_logit_diff']:.1e})" for m in meta["members"]
     )
@@ -170,7 +182,9 @@ def _export(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .engine.html_report import write_html_report
 
-    path = write_html_report(args.runs, args.output, data_dir=args.data, overlays=not args.no_overlays)
+    path = write_html_report(
+        args.runs, args.output, data_dir=args.data, overlays=not args.no_overlays, overwrite=args.overwrite
+    )
     print(f"Wrote {path}")
     return 0
 
@@ -233,6 +247,7 @@ def _add_evaluate_parser(sub: Any, commands: dict[str, Callable[[argparse.Namesp
     p.add_argument("--labels", help="with --pred: the folder of reference labels (e.g. DATA/labelsTr)")
     p.add_argument("--dataset-json", help="with --pred: class names (default: LABELS/../dataset.json)")
     _add_runtime_args(p)
+    _add_overwrite_arg(p)
     commands["evaluate"] = _evaluate
 
 
@@ -241,10 +256,11 @@ def _add_plan_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace]
     p.add_argument("data", help="the dataset folder (nnU-Net v2 / MSD layout)")
     p.add_argument("-o", "--output", help="plans.json to write (default: DATA's name under the cache folder)")
     p.add_argument(
-        "--model", default="emf_former_s", help="model the patch size is a multiple of the stride of"
+        "--model", help="model whose stride the patch is a multiple of (default: the config's, emf_former_s)"
     )
     p.add_argument("--config", help="YAML config whose data settings apply (as in train)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.size=96")
+    _add_overwrite_arg(p)
     commands["plan"] = _plan
 
 
@@ -270,6 +286,7 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         help="run the networks with PyTorch or, exported on the fly and checked, onnxruntime (faster on CPU)",
     )  # fmt: skip
     _add_runtime_args(p)
+    _add_overwrite_arg(p)
     commands["predict"] = _predict
 
 
@@ -283,6 +300,7 @@ def _add_export_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespac
         "-o", "--output", required=True,
         help="file to write (ensembles: one file per member); monai-bundle: a new folder",
     )  # fmt: skip
+    _add_overwrite_arg(p)
     commands["export"] = _export
 
 
@@ -293,6 +311,7 @@ def _add_pack_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespace]
     p.add_argument("checkpoints", nargs="+", help="best.pt files (e.g. one per slice axis)")
     p.add_argument("-o", "--output", required=True, help="the ensemble file to write")
     p.add_argument("--tta", action="store_true", help="record that mirror TTA belongs to the recipe")
+    _add_overwrite_arg(p)
     commands["pack"] = _pack
 
 
@@ -302,6 +321,7 @@ def _add_report_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespac
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
     p.add_argument("--data", help="dataset folder for the overlays (default: the one the evaluation used)")
     p.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no data needed)")
+    _add_overwrite_arg(p)
     commands["report"] = _report
 
 

@@ -32,8 +32,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
     ``suffix`` ends the temp name, for writers that pick the format from it (``.nii.gz``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs should be readable like normal files
     try:
@@ -42,10 +45,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # the rename itself survives a power loss
+    except OSError as exc:  # disk full, quota, permissions: the old file (or none) stays, no temp file
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(exc, path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` with a message that names the file (a bare ``[Errno 28]`` names none)."""
+    if str(path) in str(exc):
+        return exc
+    return OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}; nothing of it was left behind")
 
 
 def _fsync_dir(folder: Path) -> None:

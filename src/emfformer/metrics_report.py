@@ -208,6 +208,7 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
+        "emfformer_kind": "evaluation",  # the never-destroy marker (guard.py)
         "dataset": dataset,
         "class_names": list(class_names),
         "extra": extra,

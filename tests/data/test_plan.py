@@ -15,7 +15,7 @@ from emfformer.data.synthetic_nnunet import write_nnunet_dataset
 def _fp(shape, spacing, channels=("MRI",), nonzero=1.0, lo=-100.0, hi=300.0):
     return {
         "orientation": "RAS", "num_cases": 3, "channels": list(channels), "median_shape": list(shape),
-        "median_spacing": list(spacing), "median_nonzero_fraction": nonzero, "class_frequencies": [0.9, 0.1],
+        "median_spacing": list(spacing), "median_crop_fraction": nonzero, "class_frequencies": [0.9, 0.1],
         "cases": [{"shape": list(shape), "spacing": list(spacing)}],
         "intensity": [{"channel": c, "percentile_00_5": lo, "percentile_99_5": hi, "clipped_mean": 50.0,
                        "clipped_std": 40.0} for c in channels],
@@ -46,7 +46,7 @@ def test_plan_rules(fp, axis: int, side: int, batch: int, schemes: list[str]) ->
             "mean": 50.0,
             "std": 40.0,
         }
-    if fp["median_nonzero_fraction"] <= 0.75:
+    if fp["median_crop_fraction"] < 0.75:
         assert plan["normalization"][0]["use_mask"] is True
 
 
@@ -65,3 +65,16 @@ def test_fingerprint_of_a_real_layout_gives_the_ct_window(tmp_path: Path) -> Non
     assert ct["scheme"] == "ct" and 120 < ct["lower"] < 250 and 650 < ct["upper"] < 760  # organ ... bone HU
     assert plan["spacing"] == [0.8, 0.8, 4.0] and plan["slice_axis"] == 2 and plan["patch_size"] == 96
     assert list((tmp_path / "fp").glob("fingerprint_*.json"))  # cached for the next run
+
+
+def test_a_hand_set_patch_gets_the_batch_the_budget_holds_at_that_side(tmp_path: Path) -> None:
+    from emfformer.engine.config import load_config
+    from emfformer.engine.train_data import plan_run
+
+    root = write_nnunet_dataset(tmp_path / "MRI", "mri2", n_cases=2, shape=(40, 40, 3))
+    info = read_msd_dataset(root)
+    cfg = load_config(None, {"data.dataset": "msd", "data.data_dir": str(root), "data.size": 256,
+                             "data.cache_dir": str(tmp_path / "c")})  # fmt: skip
+    plan, pre = plan_run(info, list(info.cases), cfg, progress=False)
+    assert plan["patch_size"] == 48 and pre.size == 256
+    assert cfg.optim.batch_size == 10  # 1024 MiB / (256^2 x 1.5 kB), not the plan's 32 for 48^2

@@ -251,3 +251,10 @@ def test_context_slices_are_the_neighbours_with_edges_repeated() -> None:
     assert add_context(slices, 1) is slices
     with pytest.raises(ValueError, match="context must be an odd"):
         PreprocessConfig(context=2)
+
+
+def test_a_config_saved_before_the_border_crop_existed_keeps_none() -> None:
+    old = PreprocessConfig().to_dict()
+    del old["crop_border"]
+    assert PreprocessConfig.from_dict(old).crop_border is False  # as it was trained
+    assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()).crop_border is True

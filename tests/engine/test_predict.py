@@ -360,3 +360,20 @@ def test_fast_runs_the_first_network_without_tta(good_file: Path, tmp_path: Path
     with pytest.raises(ValueError, match="--fast runs without mirror TTA"):
         run_prediction(good_file, tmp_path / "x", "hippocampus", progress=False, fast=True, tta=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_multi_channel_inputs_need_exactly_the_model_channel_suffixes(tmp_path: Path) -> None:
+    from emfformer.engine.predict import group_channels
+
+    files = [tmp_path / n for n in ("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz")]
+    with pytest.raises(
+        DataError,
+        match=r"case b: files b_0000.nii.gz, b_0002.nii.gz; a 2-channel model needs b_0000 .. b_0001",
+    ):
+        group_channels(files, 2)
+    cases = group_channels(files[:2], 2)
+    assert [(c.case_id, c.image.name, [p.name for p in c.channels]) for c in cases] == [
+        ("a", "a_0000.nii.gz", ["a_0001.nii.gz"])
+    ]
+    rgb = group_channels([tmp_path / "x_0000.png"], 3)  # one RGB file holds the 3 channels
+    assert [c.case_id for c in rgb] == ["x"] and rgb[0].channels == ()

@@ -140,3 +140,27 @@ def test_dataloader_workers_are_seeded_so_runs_repeat(
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     serial = load_checkpoint(trained_run / "last.pt")["model"]  # the same run without workers
     assert any(not torch.equal(a[k], serial[k]) for k in a)  # workers draw other augmentations
+
+
+def test_a_file_whose_name_lies_about_its_compression_trains(
+    msd_phantom: Path, tmp_path: Path, make_overrides: Callable[..., dict], slice_cache: Path
+) -> None:
+    """README: such a file is read by its bytes; training reads it (and its grid) like predict does."""
+    import shutil
+
+    import nibabel as nib
+
+    from emfformer.data.fingerprint import dataset_fingerprint
+    from emfformer.data.locate import load_dataset as load
+    from emfformer.engine.config import load_config
+
+    data = Path(shutil.copytree(msd_phantom, tmp_path / "Task97_Lying"))
+    lying = data / "imagesTr" / "hippocampus_001.nii.gz"
+    nib.save(nib.load(lying), tmp_path / "plain.nii")  # uncompressed bytes under a .nii.gz name
+    shutil.copy(tmp_path / "plain.nii", lying)
+    assert lying.read_bytes()[:2] != b"\x1f\x8b"
+    cfg = load_config(None, make_overrides(data, tmp_path / "run", tmp_path / "cache"))
+    info = load(cfg.data)
+    assert dataset_fingerprint(info.cases, info.channel_names, 3, progress=False)["orientation"] == "RAS"
+    run = run_training(cfg)
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1

@@ -1,7 +1,8 @@
 """Dataset fingerprint: what planning needs to know about the training cases (nnU-Net's first step).
 
 Per case: shape and voxel spacing in the dataset's common orientation (after the constant-border
-crop), the fraction of the volume the nonzero region keeps, voxel counts per class and a seeded sample
+crop), the fraction of the volume that crop keeps (nnU-Net's crop to the nonzero region, for any
+constant fill value), voxel counts per class and a seeded sample
 of foreground intensities per channel. Aggregated: median shape and spacing, per-channel foreground
 intensity statistics (percentiles 0.5 / 99.5, mean, std) and class frequencies. Cached on disk, keyed
 by the files' sizes and modification times.
@@ -28,7 +29,7 @@ from .geometry import border_bbox, voxel_spacing
 
 __all__ = ["FINGERPRINT_VERSION", "dataset_fingerprint", "case_fingerprint"]
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 _SAMPLES_PER_CASE = 10_000  # foreground intensities kept per case and channel (nnU-Net: 10 k)
 
 
@@ -45,11 +46,11 @@ def case_fingerprint(case: Case, orientation: str, num_classes: int, seed: int =
     image = vol.image if vol.image.ndim == 4 else vol.image[..., None]
     label = vol.label if vol.label is not None else np.zeros(image.shape[:3], np.int16)
     bbox = border_bbox(image)
+    full = image.shape[0] * image.shape[1] * image.shape[2]
     if bbox is not None:
         region = tuple(slice(a, b) for a, b in bbox)
         image, label = image[region], label[region]
     perm = np.argsort(ornt_transform(io_orientation(vol.affine), axcodes2ornt(tuple(orientation)))[:, 0])
-    nonzero = (image != 0).any(-1)
     fg = label > 0
     rng = np.random.default_rng([seed, len(case.case_id)])
     samples = []
@@ -62,7 +63,7 @@ def case_fingerprint(case: Case, orientation: str, num_classes: int, seed: int =
         "case_id": case.case_id,
         "shape": [int(image.shape[a]) for a in perm],
         "spacing": [round(float(s), 5) for s in voxel_spacing(vol.affine)[perm]],
-        "nonzero_fraction": float(nonzero.mean()) if nonzero.size else 1.0,
+        "crop_fraction": float(np.prod(image.shape[:3]) / full),
         "class_voxels": counts.astype(int).tolist(),
         "fg_samples": samples,
     }
@@ -89,7 +90,7 @@ def _aggregate(records: list[dict[str, Any]], channels: Sequence[str], orientati
         "channels": list(channels),
         "median_shape": [float(v) for v in np.median([r["shape"] for r in records], axis=0)],
         "median_spacing": [float(v) for v in np.median([r["spacing"] for r in records], axis=0)],
-        "median_nonzero_fraction": float(np.median([r["nonzero_fraction"] for r in records])),
+        "median_crop_fraction": float(np.median([r["crop_fraction"] for r in records])),
         "class_frequencies": (voxels / max(1, voxels.sum())).round(8).tolist(),
         "intensity": intensity,
         "cases": [{k: v for k, v in r.items() if k != "fg_samples"} for r in records],

@@ -64,6 +64,7 @@ def write_itk_labels(labels: np.ndarray, reference: Path, path: Path) -> None:
     ref = sitk.ReadImage(str(reference), imageIO=_image_io(reference))
     out = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
     out.CopyInformation(ref)
+    out.SetMetaData("emfformer", "labels")  # guard.ITK_KEY: marks the file as ours (never-destroy rule)
     sitk.WriteImage(out, str(path), useCompression=True)
 
 
@@ -77,7 +78,9 @@ def read_png(path: Path) -> nib.Nifti1Image:
     with Image.open(path) as im:
         im.load()
         mode = im.mode
-        data = np.asarray(im.convert("RGB") if mode in ("RGBA", "P", "LA", "CMYK") else im)
+        # alpha is dropped; a palette PNG keeps its indices (label maps are often saved that way)
+        converted = {"RGBA": "RGB", "CMYK": "RGB", "LA": "L", "PA": "P"}.get(mode)
+        data = np.asarray(im.convert(converted) if converted else im)
     if data.ndim == 3:
         data = data[:, :, None, :3]  # (rows, cols, 1 slice, RGB)
     elif data.ndim == 2:
@@ -93,4 +96,10 @@ def write_png_labels(labels: np.ndarray, path: Path) -> None:
 
     if labels.ndim != 3 or labels.shape[2] != 1 or labels.max(initial=0) > 255:
         raise ValueError(f"a PNG label map needs (rows, cols, 1) values in 0..255, got {labels.shape}")
-    Image.fromarray(np.ascontiguousarray(labels[:, :, 0].astype(np.uint8))).save(path, format="PNG")
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "emfformer labels")  # guard.PNG_KEY / LABEL_DESCRIP: marks the file as ours
+    Image.fromarray(np.ascontiguousarray(labels[:, :, 0].astype(np.uint8))).save(
+        path, format="PNG", pnginfo=info
+    )

@@ -60,10 +60,10 @@ def _channel_files(folder: Path, case_id: str, ending: str, n_channels: int) -> 
     """``<case>_0000`` .. ``_000{n-1}``; one ``_0000`` PNG holds all RGB channels; ``<case><ending>`` for
     single-channel folders without the suffix. Missing files are listed as expected (the check names them)."""
     files = tuple(folder / f"{case_id}_{k:04d}{ending}" for k in range(n_channels))
-    if ending == ".png" and not files[-1].exists():
-        return files[:1]  # natural images: one RGB file, channels R / G / B
     if n_channels == 1 and not files[0].exists() and (folder / f"{case_id}{ending}").exists():
         return (folder / f"{case_id}{ending}",)
+    if ending == ".png" and not files[-1].exists():
+        return files[:1]  # natural images: one RGB file, channels R / G / B
     return files
 
 

@@ -10,7 +10,8 @@ checkpoint:
 * ``normalization``: one scheme per channel (`emfformer.data.normalize`): ``CT`` channels are clipped to
   the dataset's foreground 0.5-99.5 percentiles and standardised with its foreground mean and std;
   ``noNorm`` / ``rescale_to_0_1`` / ``rgb_to_0_1`` as nnU-Net names them; anything else a per-image
-  z-score, on the nonzero mask when that mask keeps at most 3/4 of the median volume (nnU-Net's rule);
+  z-score, on the nonzero mask when cropping to the nonzero (non-border) region keeps less than 3/4 of
+  the median volume (nnU-Net's rule: e.g. skull-stripped brains);
 * ``patch_size``: the side of the square in-plane patch: the larger median in-plane extent on the
   target spacing, rounded up to the model's stride, capped so that a batch of 2 fits the memory budget;
 * ``batch_size``: as many patches as the memory budget holds, between 2 and ``max_batch``.
@@ -55,7 +56,7 @@ def _slice_axis(spacing: np.ndarray, shape: np.ndarray) -> int:
 
 def _normalization(fp: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    use_mask = fp["median_nonzero_fraction"] <= 0.75
+    use_mask = fp["median_crop_fraction"] < 0.75
     for stats in fp["intensity"]:
         name = str(stats["channel"]).strip().lower()
         if name == "ct":
@@ -110,7 +111,7 @@ def make_plan(
         )
     capped = side > fits
     side = min(side, fits)
-    batch = int(min(max_batch, max(2, budget // (side * side * BYTES_PER_PIXEL))))
+    batch = batch_for(side, memory_budget_mib, max_batch)
     return {
         "orientation": fp["orientation"],
         "spacing": [round(float(s), 5) for s in spacing],
@@ -126,6 +127,11 @@ def make_plan(
         "class_frequencies": fp["class_frequencies"],
         "num_cases": fp["num_cases"],
     }
+
+
+def batch_for(side: int, memory_budget_mib: float, max_batch: int = 32) -> int:
+    """Patches of ``side x side`` that the budget holds, between 2 and ``max_batch``."""
+    return int(min(max_batch, max(2, memory_budget_mib * 2**20 // (side * side * BYTES_PER_PIXEL))))
 
 
 def check_memory_budget(side: int, batch: int, memory_budget_mib: float) -> None:

@@ -140,7 +140,7 @@ class PreprocessConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"Unknown PreprocessConfig keys {sorted(unknown)}; known keys: {sorted(known)}.")
-        return cls(**d)
+        return cls(**{"crop_border": False, **d})  # saved before the border crop existed: none, as trained
 
 
 def normalize_volume(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

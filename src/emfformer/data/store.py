@@ -46,7 +46,7 @@ class StoredCase:
     """One preprocessed case: where its arrays are and what they hold."""
 
     case_id: str
-    image: Path  # float16 (S, C, H, W)
+    image: Path  # float16 (S, C, H, W); float32 when a channel is not normalised (scheme "none")
     label: Path  # uint8 (S, H, W)
     fg: Path  # int32 (K, 4): class, slice, row, column
     shape: tuple[int, int, int, int]
@@ -105,7 +105,10 @@ def _write_case(case: Case, cfg: PreprocessConfig, folder: Path, seed: int) -> d
     )
     planes, label_planes, _ = volume_to_planes(image, cfg, label)
     seg = np.zeros(planes.shape[:1] + planes.shape[2:], np.uint8) if label_planes is None else label_planes
-    _save(folder / f"{case.case_id}.npy", planes.astype(np.float16))
+    raw = any(
+        n.get("scheme") == "none" for n in cfg.normalization or ()
+    )  # unnormalised: may overflow float16
+    _save(folder / f"{case.case_id}.npy", planes.astype(np.float32 if raw else np.float16))
     _save(folder / f"{case.case_id}_seg.npy", seg.astype(np.uint8))
     _save(folder / f"{case.case_id}_fg.npy", _fg_locations(seg, seed))
     return {

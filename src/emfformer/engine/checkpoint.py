@@ -14,6 +14,8 @@ plain Python values only, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import zipfile
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ from numpy._core import multiarray as np_multiarray  # numpy >= 2 (pyproject)
 
 from .. import __version__
 from ..data.preprocess import PreprocessConfig
+from ..guard import KIND_KEY, check_output
 from ..io import atomic_write
 from ..models import create_model
 from ..models.fuse import fuse_for_inference
@@ -71,7 +74,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    return _write_checkpoint(path, lambda tmp: torch.save({**state, "emfformer_version": __version__}, tmp))
+    kind = "ensemble" if "members" in state else "checkpoint"  # the never-destroy marker (guard.py)
+    full = {**state, "emfformer_version": __version__, KIND_KEY: kind}
+    return _write_checkpoint(path, lambda tmp: torch.save(full, tmp))
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -82,12 +87,22 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
 def _write_checkpoint(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         return atomic_write(path, write)
-    except OSError as exc:  # disk full, quota, permissions: the previous file is untouched
+    except (OSError, RuntimeError) as exc:  # disk full, quota, permissions: the previous file is untouched
+        if isinstance(exc, RuntimeError) and not _is_write_failure(exc):
+            raise
+        code = getattr(exc, "errno", None) or errno.ENOSPC
+        reason = os.strerror(code) if isinstance(exc, RuntimeError) or exc.errno else str(exc)
         raise OSError(
-            exc.errno,
-            f"could not write checkpoint {path}: {exc.strerror or exc}. The previous {Path(path).name} (if any) "
+            code,
+            f"could not write checkpoint {path}: {reason}. The previous {Path(path).name} (if any) "
             "is intact; free space or fix the folder, then continue with --resume",
         ) from exc
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    """torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos ...")."""
+    text = str(exc)
+    return any(s in text for s in ("PytorchStreamWriter", "unexpected pos", "file write failed"))
 
 
 def resolve_checkpoint(spec: str | Path | None) -> Path:
@@ -225,16 +240,22 @@ def strip_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pack_ensemble(checkpoints: Sequence[str | Path], out: str | Path, tta: bool = False) -> Path:
+def pack_ensemble(
+    checkpoints: Sequence[str | Path], out: str | Path, tta: bool = False, overwrite: bool = False
+) -> Path:
     """Write one ensemble file from run checkpoints (e.g. the three slice-axis models of a recipe).
 
     All members must share class names, dataset and case split (so the test part is the same).
 
+    ``out`` may be new or a previous pack; anything else needs ``overwrite``, and one of the
+    ``checkpoints`` is always refused (guard.py).
+
     Raises:
-        ValueError: no checkpoints, or members that disagree.
+        ValueError: no checkpoints, members that disagree, or an ``out`` the never-destroy rule refuses.
     """
     if not checkpoints:
         raise ValueError("pack needs at least one checkpoint")
+    check_output(out, "ensemble", checkpoints, overwrite)
     states = [load_checkpoint(c) for c in checkpoints]
     members = [m for s in states for m in (s["members"] if "members" in s else [strip_checkpoint(s)])]
     first = members[0]

@@ -116,9 +116,10 @@ def rank_batches(
     return [b for b in batches if b]
 
 
-def shard(items: Sequence[T], d: Dist) -> list[T]:
-    """This rank's items of a list (every ``world_size``-th, starting at its rank)."""
-    return list(items[d.rank :: d.world_size])
+def shard(items: Sequence[T], d: Dist) -> Sequence[T]:
+    """This rank's items of a sequence (every ``world_size``-th, starting at its rank). A slice, not a
+    list: a lazy sequence (`emfformer.data.cases.LazyVolumes`) stays lazy, volumes are read one at a time."""
+    return items[d.rank :: d.world_size]
 
 
 def gather(items: list[T], d: Dist) -> list[T]:

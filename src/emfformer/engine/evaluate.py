@@ -12,6 +12,7 @@ import torch
 from ..data.cases import LazyVolumes
 from ..data.locate import load_dataset
 from ..data.splits import describe_split, select_cases, uses_shipped_split
+from ..guard import check_report_dir
 from ..metrics_report import write_report
 from .checkpoint import load_members, resolve_checkpoint
 from .config import config_from_dict
@@ -33,6 +34,7 @@ def run_evaluation(
     bf16: bool = False,
     progress: bool = True,
     tta: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (or the fused probabilities of several) on a part of its dataset.
 
@@ -48,7 +50,8 @@ def run_evaluation(
         max_cases: evaluate only the first N cases of the part.
         tta: mirror test-time augmentation; ``None`` = what the checkpoint recommends (ensemble files).
 
-    Writes ``metrics.json``, ``per_case.csv`` and ``summary.md`` to ``out_dir``.
+    Writes ``metrics.json``, ``per_case.csv`` and ``summary.md`` to ``out_dir``; a folder holding such
+    files from anything but an earlier evaluation is refused before any work (``overwrite`` replaces).
     """
     specs = (
         checkpoint if isinstance(checkpoint, Sequence) and not isinstance(checkpoint, str) else [checkpoint]
@@ -57,6 +60,8 @@ def run_evaluation(
     members, class_names, recommended, states = load_members(paths, resolve_device(device))
     first = states[0]["members"][0] if "members" in states[0] else states[0]
     tta = recommended if tta is None else tta
+    out = _out_dir(paths, part, tta, out_dir)
+    check_report_dir(out, overwrite)  # never destroy (guard.py): before the volumes are segmented
     cfg = config_from_dict(first["config"])
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
@@ -71,12 +76,6 @@ def run_evaluation(
         rows, summary = evaluate_volumes(
             members, volumes, class_names, hd95=True, bf16=bf16, tta=tta, progress=progress
         )
-    stem = paths[0].stem if len(paths) == 1 else "ensemble"
-    suffix = "" if stem == "best" else f"_{stem}"  # last.pt must not overwrite best's report
-    default_dir = paths[0].parent
-    if default_dir == resolve_checkpoint(None).parent:  # a shipped model: never write into the package
-        default_dir = Path("runs") / f"shipped_{paths[0].stem}"
-    out = Path(out_dir) if out_dir else default_dir / f"eval_{part}{suffix}{'_tta' if tta else ''}"
     extra = {
         "checkpoint": [str(p) for p in paths],
         "model_name": first["model_name"],
@@ -92,6 +91,16 @@ def run_evaluation(
     write_report(out, rows, summary, class_names, info.name, extra)
     log.info("wrote %s (fg Dice %.4f, fg mIoU %.4f)", out, summary["mean_dice_fg"], summary["miou_fg"])
     return {**summary, "out_dir": str(out)}
+
+
+def _out_dir(paths: list[Path], part: str, tta: bool, out_dir: str | Path | None) -> Path:
+    """The report folder: ``out_dir``, else ``eval_<part>[_<stem>][_tta]`` beside the checkpoint."""
+    stem = paths[0].stem if len(paths) == 1 else "ensemble"
+    suffix = "" if stem == "best" else f"_{stem}"  # last.pt must not overwrite best's report
+    default_dir = paths[0].parent
+    if default_dir == resolve_checkpoint(None).parent:  # a shipped model: never write into the package
+        default_dir = Path("runs") / f"shipped_{paths[0].stem}"
+    return Path(out_dir) if out_dir else default_dir / f"eval_{part}{suffix}{'_tta' if tta else ''}"
 
 
 def _splits_for(

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..data.preprocess import PreprocessConfig
+from ..guard import KIND_KEY, check_output, check_outputs
 from ..io import atomic_write, atomic_write_json
-from .checkpoint import load_members
+from .checkpoint import load_members, resolve_checkpoint
 from .inference import Member
 
 __all__ = ["FORMATS", "export_checkpoint", "load_exported", "onnx_members", "ExportedNet", "PARITY_ATOL"]
@@ -128,21 +129,63 @@ def _parity(model: nn.Module, exported: ExportedNet, in_channels: int, size: int
     return worst
 
 
-def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) -> dict[str, Any]:
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts", ".pth")}  # ExportedNet reads by suffix
+
+
+def _checked_outputs(
+    checkpoint: str | Path | None, fmt: str, out: Path, n: int, overwrite: bool
+) -> list[Path]:
+    """The member files and sidecar ``export`` will write, checked before any work (guard.py): a file
+    name with the format's suffix, not a folder, not the checkpoint, new or a previous export."""
+    if out.is_dir():
+        raise ValueError(
+            f"-o {out} is a folder; give the file to write, e.g. -o {out / ('model' + SUFFIXES[fmt][0])}"
+        )
+    if not out.name.lower().endswith(SUFFIXES[fmt]):
+        raise ValueError(
+            f"-o {out}: a {fmt} file name ends in {' or '.join(SUFFIXES[fmt])} (predict --onnx picks the "
+            f"runtime by it); e.g. -o {out.with_name(out.stem + SUFFIXES[fmt][0])}. Nothing was written."
+        )
+    source = [resolve_checkpoint(checkpoint)]
+    paths = _member_paths(out, n)
+    check_outputs([(p, "exported") for p in paths], source, overwrite)
+    check_output(out.with_name(out.name + ".json"), "export", source, overwrite)
+    return paths
+
+
+def export_checkpoint(
+    checkpoint: str | Path | None, fmt: str, out: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
     """Export every network of ``checkpoint`` (a run checkpoint, a pack, or a shipped name) to ``fmt``.
 
     Writes ``out`` (or ``<stem>.m<i><suffix>`` per member of an ensemble) and the sidecar
     ``<out>.json``; returns the sidecar dict, which records the measured parity.
 
+    ``overwrite``: replace existing files that no export wrote (the checkpoint itself: never).
+
     Raises:
-        ValueError: unknown format, or an exported file that differs from PyTorch by more than
-            ``PARITY_ATOL`` (its files are removed then).
+        ValueError: unknown format, a bad ``out`` (no such suffix, a folder, the checkpoint, a foreign
+            file), or an exported file that differs from PyTorch by more than ``PARITY_ATOL``; no
+            file is left behind then.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     members, class_names, tta, _ = load_members(checkpoint)
     out = Path(out)
-    paths = _member_paths(out, len(members))
+    paths = _checked_outputs(checkpoint, fmt, out, len(members), overwrite)
+    try:
+        sidecar = _export_members(members, paths, fmt)
+    except BaseException:
+        for p in paths:
+            p.unlink(missing_ok=True)  # no partial export: a member without its sidecar is of no use
+        raise
+    sidecar = {"format": fmt, "class_names": class_names, "tta": tta, "members": sidecar, KIND_KEY: "export"}
+    atomic_write_json(out.with_name(out.name + ".json"), sidecar)
+    return sidecar
+
+
+def _export_members(members: list[Member], paths: list[Path], fmt: str) -> list[dict[str, Any]]:
+    """Write and parity-check every member; returns the sidecar's member entries."""
     entries = []
     for (model, pre), path in zip(members, paths, strict=True):
         in_channels = pre.context * pre.channels  # training: one input per channel and context slice
@@ -150,21 +193,12 @@ def export_checkpoint(checkpoint: str | Path | None, fmt: str, out: str | Path) 
         (_write_onnx if fmt == "onnx" else _write_torchscript)(model, example, path)
         diff = _parity(model, ExportedNet(path), in_channels, pre.size)
         if not diff <= PARITY_ATOL:
-            for p in paths:
-                p.unlink(missing_ok=True)
             raise ValueError(
                 f"exported {path.name} differs from PyTorch by {diff:.2e} > {PARITY_ATOL}: not written"
             )
         entries.append({"file": path.name, "preprocess": pre.to_dict(), "max_abs_logit_diff": diff,
                         "input_multiple": getattr(model, "input_multiple", None)})  # fmt: skip
-    sidecar = {
-        "format": fmt,
-        "class_names": class_names,
-        "tta": tta,
-        "members": entries,
-    }
-    atomic_write_json(out.with_name(out.name + ".json"), sidecar)
-    return sidecar
+    return entries
 
 
 def load_exported(path: str | Path) -> tuple[list[Member], list[str], bool]:

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from ..data.acdc import read_acdc
 from ..data.cases import DataError, load_volume
 from ..data.locate import read_dataset
+from ..guard import HTML_MARKER, check_output
 from ..io import atomic_write_text
 from .checkpoint import load_members
 from .inference import predict_volume
@@ -147,13 +148,23 @@ def _results_rows(evals: list[tuple[str, Path, dict[str, Any]]]) -> str:
 
 
 def write_html_report(
-    run_dirs: Sequence[str | Path], out: str | Path, data_dir: str | None = None, overlays: bool = True
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    data_dir: str | None = None,
+    overlays: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write one self-contained HTML page about ``run_dirs`` (run folders and/or bench folders).
 
+    ``overwrite``: replace an existing ``out`` that is not an emfformer report (never a run's own file).
+
     Raises:
-        ValueError: a folder does not exist or holds nothing to report.
+        ValueError: a folder does not exist or holds nothing to report, or ``out`` is a file of a run
+            folder or an existing file that no report wrote (without ``overwrite``).
     """
+    out = Path(out)
+    inputs = [p for run in map(Path, run_dirs) if run.is_dir() for p in run.rglob("*") if p.is_file()]
+    check_output(out, "html", inputs, overwrite)  # never destroy (guard.py): before any work
     sections, evals = [], []
     for run in map(Path, run_dirs):
         if not run.is_dir():
@@ -178,10 +189,9 @@ def write_html_report(
         sections.append("\n".join(body))
     table = _results_rows(evals) if evals else '<p class="note">No evaluations found.</p>'
     page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>emfformer report</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{HTML_MARKER}<title>emfformer report</title>"
         f"<style>{_STYLE}</style><script>{_LOADED_JS}</script></head><body>"
         f"<h1>emfformer report</h1><h2>Results (3D volumes)</h2>{table}{''.join(sections)}</body></html>"
     )
-    out = Path(out)
     atomic_write_text(out, page)
     return out

@@ -7,44 +7,40 @@ printed plan is the one a ``train`` with those settings uses.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from ..data.locate import default_cache_dir, load_dataset
-from ..data.plan import plan_dataset, plan_summary
+from ..data.plan import plan_summary
 from ..data.splits import make_splits, select_cases
+from ..guard import KIND_KEY, check_output
 from ..io import atomic_write_json
-from ..models import input_multiple
-from .config import load_config, preprocess_config
+from .config import load_config
+from .train_data import plan_run
 
 __all__ = ["run_plan"]
 
 log = logging.getLogger(__name__)
 
 
-def _checked_output(path: Path) -> Path:
-    """Refuse to replace a file that is not a plans.json (the never-overwrite rule)."""
+def _checked_output(path: Path, data: Path, overwrite: bool) -> Path:
+    """Refuse a folder, a file of the dataset, or an existing file that is not a plans.json written by
+    emfformer (the never-destroy rule, guard.py; ``overwrite`` replaces a foreign file)."""
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder; give the plans.json file to write")
-    if path.exists():
-        try:
-            ours = "patch_size" in json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            raise ValueError(f"{path} exists and is not a plans.json written by emfformer; choose another -o")
-    return path
+    inside = data.is_dir() and path.exists() and path.resolve().is_relative_to(data.resolve())
+    return check_output(path, "plans", [path] if inside else [], overwrite)
 
 
 def run_plan(
     data: str | Path,
     output: str | Path | None = None,
-    model: str = "emf_former_s",
+    model: str | None = None,
     overrides: list[str] | None = None,
     config: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Fingerprint ``data``, plan, print the plan and write it; returns (plan, path written).
 
@@ -52,32 +48,28 @@ def run_plan(
         DataError: the dataset is missing or malformed.
         ValueError: a bad override, or ``output`` holds something that is not a plans.json.
     """
-    cfg = load_config(config, {"data.data_dir": str(data), "model.name": model, **_parse(overrides)})
+    forced = {"data.data_dir": str(data), **({"model.name": model} if model else {})}
+    cfg = load_config(config, {**forced, **_parse(overrides)})
     info = load_dataset(cfg.data, progress=progress)
     out = _checked_output(
-        Path(output) if output else default_cache_dir() / "plans" / f"{info.name}_plans.json"
+        Path(output) if output else default_cache_dir() / "plans" / f"{info.name}_plans.json",
+        Path(data),
+        overwrite,
     )
     ids = [c.case_id for c in info.cases]
     splits = info.splits_final or make_splits(
         ids, cfg.data.n_folds, cfg.data.test_fraction, cfg.data.split_seed
     )
     cases = select_cases(info, cfg.data, "train", splits)
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
-    plan = plan_dataset(
-        info,
-        cases,
-        input_multiple(cfg.model.name),
-        cfg.data.memory_budget_mib,
-        cache / "plans",
-        progress,
-        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
-    )
-    pre = preprocess_config(cfg.data, plan)
-    effective = {**plan, "patch_size": pre.size, "slice_axis": pre.slice_axis}
-    if cfg.optim.batch_size != "auto":
-        effective["batch_size"] = cfg.optim.batch_size
+    plan, pre = plan_run(info, cases, cfg, progress)  # the same as train's
+    effective = {
+        **plan,
+        "patch_size": pre.size,
+        "slice_axis": pre.slice_axis,
+        "batch_size": cfg.optim.batch_size,
+    }
     print(plan_summary(effective, info.class_names))
-    atomic_write_json(out, {**effective, "preprocess": pre.to_dict()})
+    atomic_write_json(out, {**effective, "preprocess": pre.to_dict(), KIND_KEY: "plans"})
     return effective, out
 
 

@@ -6,9 +6,11 @@ written atomically. Optional PNG overlays show the image with the predicted labe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +20,7 @@ from emfformer.progress import tqdm
 
 from ..data.cases import IMAGE_SUFFIXES, Case, DataError, case_stem, load_volume, nifti_stem
 from ..data.formats import ITK_SUFFIXES, PNG_SUFFIXES, write_itk_labels, write_png_labels
+from ..guard import KIND_KEY, LABEL_DESCRIP, PNG_KEY, check_outputs
 from ..io import atomic_write, save_nifti
 from .checkpoint import load_members
 from .export import load_exported, onnx_members
@@ -67,10 +70,22 @@ def group_channels(files: list[Path], channels: int) -> list[Case]:
                     "them apart."
                 )
         return cases
-    groups: dict[str, list[Path]] = {}
+    groups: dict[str, dict[int, Path]] = {}
     for f in files:
-        groups.setdefault(case_stem(f.name), []).append(f)
-    return [Case(cid, fs[0], channels=tuple(fs[1:])) for cid, fs in groups.items()]
+        stem = nifti_stem(f.name)
+        index = int(stem[-4:]) if case_stem(f.name) != stem else -1
+        groups.setdefault(case_stem(f.name), {})[index] = f
+    cases = []
+    for cid, by_index in groups.items():
+        if sorted(by_index) != list(range(channels)) and not (len(by_index) == 1 and 0 in by_index):
+            names = ", ".join(p.name for p in by_index.values())
+            raise DataError(
+                f"case {cid}: files {names}; a {channels}-channel model needs {cid}_0000 .. {cid}_{channels - 1:04d} "
+                "(nnU-Net's channel suffixes), one file per channel"
+            )
+        fs = [by_index[k] for k in sorted(by_index)]
+        cases.append(Case(cid, fs[0], channels=tuple(fs[1:])))
+    return cases
 
 
 def _output_name(case: Case) -> str:
@@ -116,18 +131,25 @@ def save_overlay(
         ax.set_title(f"slice {k}")
         ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    meta = {PNG_KEY: "emfformer overlay"}  # the never-destroy marker (guard.py)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=meta))
 
 
 class SkippedInputs(DataError):
     """Some inputs of a folder could not be segmented; the others were written."""
 
 
-def _save_probabilities(scores: np.ndarray, path: Path) -> None:
+def _save_probabilities(scores: np.ndarray, path: Path, png: bool = False) -> None:
     """nnU-Net's ``.npz``: ``probabilities`` float16 (C, Z, Y, X), i.e. the class axis first, then the
-    image axes reversed as nnU-Net stores them (its arrays are SimpleITK's z, y, x)."""
-    probs = np.ascontiguousarray(scores.transpose(0, 3, 2, 1)).astype(np.float16)
-    atomic_write(path, lambda tmp: np.savez_compressed(tmp, probabilities=probs), suffix=".npz")
+    image axes reversed as nnU-Net stores them (its arrays are SimpleITK's z, y, x); for a PNG
+    (C, 1, rows, cols), as nnU-Net's natural-image reader lays them out."""
+    axes = (0, 3, 1, 2) if png else (0, 3, 2, 1)
+    probs = np.ascontiguousarray(scores.transpose(axes)).astype(np.float16)
+    atomic_write(
+        path,
+        lambda tmp: np.savez_compressed(tmp, probabilities=probs, **{KIND_KEY: "probabilities"}),
+        suffix=".npz",
+    )
 
 
 def _segment(
@@ -141,8 +163,6 @@ def _segment(
         scores = predict_scores(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine, warn=True)
     labels = scores.argmax(axis=0).astype(np.int16)
     dtype = np.uint8 if num_classes <= 256 else np.int16
-    if probabilities:
-        _save_probabilities(scores, out / f"{case.case_id}.npz")
     if f.name.lower().endswith(PNG_SUFFIXES):
         path = atomic_write(out / name, lambda tmp: write_png_labels(labels, tmp), suffix=".png")
     elif f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
@@ -154,11 +174,44 @@ def _segment(
         header = vol.header.copy()
         header.set_data_dtype(dtype)
         header.set_slope_inter(1, 0)
+        header["descrip"] = LABEL_DESCRIP  # the never-destroy marker (guard.py)
         path = save_nifti(nib.Nifti1Image(labels.astype(dtype), vol.affine, header), out / name)
+    if probabilities:  # after the labels: a label that cannot be written leaves no orphan .npz
+        _save_probabilities(scores, out / f"{case.case_id}.npz", png=f.name.lower().endswith(PNG_SUFFIXES))
     if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
         first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]
         save_overlay(first, labels, out / "overlays" / f"{name}.png", num_classes, members[0][1].slice_axis)
     return path
+
+
+def _planned_outputs(
+    cases: list[Case], out: Path, overlays: bool, probabilities: bool
+) -> list[tuple[Path, str]]:
+    """Every file a prediction of ``cases`` writes, with its kind for the never-destroy check (guard.py)."""
+    planned = []
+    for case in cases:
+        name = _output_name(case)
+        planned.append((out / name, "labels"))
+        if probabilities:
+            planned.append((out / f"{case.case_id}.npz", "probabilities"))
+        if overlays:
+            planned.append((out / "overlays" / f"{name}.png", "overlay"))
+    return planned
+
+
+def _write_all(good: list[Case], out: Path, progress: bool, segment: Any) -> list[Path]:
+    """``segment(case)`` for every case; on a failure (disk full) the folders this call created are
+    removed again when empty, and the error names the file (atomic writes leave no partial file)."""
+    created = [d for d in (out, out / "overlays") if not d.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tqdm(good, desc="predict", disable=not progress) as bar:  # closed on errors too
+            return [segment(c) for c in bar]
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: finished label files stay
+        raise
 
 
 def _checked_output(out: Path, files: list[Path]) -> Path:
@@ -190,6 +243,7 @@ def run_prediction(
     engine: str = "torch",
     fast: bool = False,
     save_probabilities: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
@@ -201,6 +255,7 @@ def run_prediction(
     ``fast``: the first network of an ensemble only, without TTA (for the shipped model 15x faster and
     2.1 points of test mIoU lower, docs/benchmarks.md); refused together with ``tta=True``.
     ``save_probabilities``: also ``<case>.npz`` with the class probabilities (nnU-Net's layout).
+    ``overwrite``: replace existing files in ``out_dir`` that predict did not write (an input never).
     Multi-channel models take nnU-Net-named files (``<case>_0000``, ``_0001``...) as one case.
 
     Outputs keep the input file names (without nnU-Net's ``_0000`` channel suffix), shapes, affines and
@@ -214,7 +269,8 @@ def run_prediction(
             holds NaN/inf voxels: nothing is written.
         SkippedInputs: some inputs of a folder were skipped, the others were written.
         ValueError: bad checkpoint, or ``out_dir`` is the input folder (inputs would be overwritten), a
-            file, or named like an image file.
+            file, named like an image file, or holds a file of an output's name that predict did not
+            write (without ``overwrite``; an input, always).
     """
     files = find_inputs(inputs)
     out = _checked_output(Path(out_dir), files)
@@ -235,6 +291,8 @@ def run_prediction(
     tta = recommended if tta is None else tta
     good, bad = [], []
     cases = group_channels(files, members[0][1].channels)
+    # never destroy (guard.py): every output is new, or a file predict wrote, and none is an input
+    check_outputs(_planned_outputs(cases, out, overlays, save_probabilities), files, overwrite)
     for case in tqdm(cases, desc="check inputs", disable=not progress):  # every input, before any write
         try:
             _check_input(case, members)
@@ -246,11 +304,10 @@ def run_prediction(
         raise DataError(
             bad[0] if len(bad) == 1 else f"none of the {len(bad)} inputs can be segmented: " + "; ".join(bad)
         )
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities)
-        for c in tqdm(good, desc="predict", disable=not progress)
-    ]
+    written = _write_all(
+        good, out, progress,
+        lambda c: _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities),
+    )  # fmt: skip
     if bad:
         raise SkippedInputs(
             f"{len(bad)} of {len(cases)} inputs were skipped (the other {len(written)} are in {out}): "

@@ -17,7 +17,7 @@ import numpy as np
 
 from emfformer.progress import tqdm
 
-from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem
+from ..data.cases import IMAGE_SUFFIXES, Case, DataError, load_volume, nifti_stem, open_image
 from ..data.msd import parse_class_names
 
 __all__ = ["score_folders"]
@@ -37,7 +37,14 @@ def _by_case(folder: Path, what: str) -> dict[str, Path]:
     return files
 
 
-def _class_names_for(labels: Path, dataset_json: Path | None, largest: int) -> list[str]:
+def _largest_value(files: list[Path]) -> int:
+    """The largest label value over ``files`` (one file in memory at a time)."""
+    return max(int(np.asarray(open_image(p).dataobj).max()) for p in files)
+
+
+def _class_names_for(
+    labels: Path, dataset_json: Path | None, preds: dict[str, Path], refs: dict[str, Path]
+) -> list[str]:
     path = dataset_json or labels.parent / "dataset.json"
     if path.is_file():
         try:
@@ -47,6 +54,7 @@ def _class_names_for(labels: Path, dataset_json: Path | None, largest: int) -> l
         return list(parse_class_names(meta.get("labels"), path))
     if dataset_json is not None:
         raise DataError(f"--dataset-json {dataset_json} does not exist.")
+    largest = _largest_value([refs[c] for c in preds] + list(preds.values()))
     log.warning("no dataset.json beside %s: classes are numbered 0..%d", labels, largest)
     return ["background"] + [f"class_{i}" for i in range(1, largest + 1)]
 
@@ -57,6 +65,7 @@ def score_folders(
     out_dir: str | Path,
     dataset_json: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score every prediction in ``pred`` against its reference in ``labels``; writes the report.
 
@@ -70,28 +79,33 @@ def score_folders(
         DataError: a folder is missing or empty, a prediction has no reference, shapes/affines differ,
             or a value lies outside the classes.
     """
+    from ..guard import check_report_dir
     from ..metrics import case_metrics, summarize  # MONAI: imported on use
     from ..metrics_report import write_report
 
+    check_report_dir(out_dir, overwrite)  # never destroy (guard.py): before any work
     preds, refs = _by_case(Path(pred), "prediction"), _by_case(Path(labels), "reference")
     missing = sorted(set(preds) - set(refs))
     if missing:
         raise DataError(f"{len(missing)} prediction(s) have no reference in {labels}: {missing[:5]}.")
     if len(preds) < len(refs):
         log.info("%d reference case(s) have no prediction and are not scored", len(refs) - len(preds))
-    pairs = []
-    for cid in tqdm(sorted(preds), desc="load", disable=not progress, leave=False):
-        vol = load_volume(Case(cid, refs[cid], preds[cid]))  # the reference as the image: same grid checked
-        pairs.append((cid, np.rint(vol.image).astype(np.int16), vol.label, vol.spacing))
-    largest = max(int(max(r.max(), p.max())) for _, r, p, _ in pairs)
     class_names = _class_names_for(
-        Path(labels), None if dataset_json is None else Path(dataset_json), largest
+        Path(labels), None if dataset_json is None else Path(dataset_json), preds, refs
     )
-    if largest >= len(class_names):
-        raise DataError(f"label value {largest} is outside the {len(class_names)} classes {class_names}.")
-    rows = []
-    for cid, ref, prd, spacing in tqdm(pairs, desc="score", disable=not progress, leave=False):
-        rows.append({"case_id": cid, **case_metrics(prd, ref, len(class_names), spacing, hd95=True)})
+    rows = []  # one pair in memory at a time
+    for cid in tqdm(sorted(preds), desc="score", disable=not progress, leave=False):
+        vol = load_volume(Case(cid, refs[cid], preds[cid]))  # the reference as the image: same grid checked
+        ref = np.rint(vol.image).astype(np.int16)
+        largest = int(max(ref.max(), vol.label.max()))
+        if largest >= len(class_names) or min(ref.min(), vol.label.min()) < 0:
+            raise DataError(
+                f"{cid}: label value {largest} of {preds[cid]} / {refs[cid]} is outside the {len(class_names)} "
+                f"classes {class_names}."
+            )
+        rows.append(
+            {"case_id": cid, **case_metrics(vol.label, ref, len(class_names), vol.spacing, hd95=True)}
+        )
     summary = summarize(rows, class_names)
     extra = {"predictions": str(pred), "labels": str(labels), "num_cases": len(rows)}
     write_report(Path(out_dir), rows, summary, class_names, Path(labels).parent.name, extra)

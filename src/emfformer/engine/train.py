@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from emfformer.progress import tqdm
 
+from ..guard import check_run_dir
 from ..io import (
     RunLock,
-    atomic_write_text,
     folder_listing,
     remove_failed_start,
     remove_stale_temp_files,
@@ -126,16 +125,18 @@ def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def _prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
+def _check_run_dir(cfg: RunConfig, resume: bool) -> None:
+    """Refuse, before anything is written, a folder holding a training (without resume) or run files
+    that train did not write (guard.py's never-destroy rule)."""
     run_dir = Path(cfg.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file; give a folder for the run")
     if not resume and (run_dir / "last.pt").exists():
         raise ValueError(
             f"Run folder {run_dir} already holds a training (last.pt). Use --resume to continue it, "
             "or choose another --out."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return run_dir
+    check_run_dir(run_dir, resume)
 
 
 def run_training(
@@ -153,6 +154,7 @@ def run_training(
     """
     threads = torch.get_num_threads()
     d = distributed.from_env()  # several processes under torchrun, else one
+    created = not Path(cfg.out_dir).exists()  # a failed start removes the folder it created, if empty
     try:
         # a second training into the same folder is refused; under torchrun rank 0 holds the lock
         with RunLock(cfg.out_dir) if d.is_main else contextlib.nullcontext():
@@ -161,6 +163,8 @@ def run_training(
             state = None
             if resume:
                 cfg, state = resume_config(cfg.out_dir, resume_overrides)
+            if d.is_main:
+                _check_run_dir(cfg, resume=state is not None)  # before anything is written
             before = folder_listing(cfg.out_dir)
             try:
                 return _train(cfg, state, d)
@@ -168,6 +172,11 @@ def run_training(
                 if d.is_main and state is None:
                     remove_failed_start(Path(cfg.out_dir), before)
                 raise
+    except BaseException:
+        if created and d.is_main:
+            with contextlib.suppress(OSError):
+                Path(cfg.out_dir).rmdir()
+        raise
     finally:
         distributed.teardown(d)
         torch.set_num_threads(threads)  # cfg.threads applies to this run only, not to the caller
@@ -289,7 +298,9 @@ def _start(
     device = distributed.setup(d, resolve_device(cfg.device))
     run_dir = Path(cfg.out_dir)
     if d.is_main:
-        _prepare_run_dir(cfg, resume=state is not None)
+        run_dir.mkdir(
+            parents=True, exist_ok=True
+        )  # config.yaml and plans.json follow once the data is checked
     else:
         logging.getLogger("emfformer").setLevel(logging.WARNING)  # one log, from rank 0
     seed_everything(cfg.seed)

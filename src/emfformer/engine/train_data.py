@@ -17,18 +17,19 @@ from typing import Any
 import yaml
 
 from ..data.augment import SliceAugment, train_transforms
-from ..data.cases import LazyVolumes, Volume
+from ..data.cases import DatasetInfo, LazyVolumes, Volume
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.patches import PatchDataset
-from ..data.plan import check_memory_budget, plan_dataset, plan_summary
+from ..data.plan import batch_for, check_memory_budget, plan_dataset, plan_summary
 from ..data.preprocess import PreprocessConfig
 from ..data.splits import select_cases
 from ..data.store import preprocess_cases
+from ..guard import CONFIG_MARKER, KIND_KEY
 from ..io import atomic_write_json, atomic_write_text
 from ..models import input_multiple
 from .config import RunConfig, preprocess_config
 
-__all__ = ["RunData", "load_data"]
+__all__ = ["RunData", "load_data", "plan_run", "write_run_config"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,40 @@ class RunData:
 
 
 def _resolve_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
-    """Every ``"auto"`` of the run's config replaced by the plan's value (the config that is stored)."""
+    """Every ``"auto"`` of the run's config replaced by the plan's value (the config that is stored); an
+    automatic batch for a patch side set by hand is what the memory budget holds at that side."""
+    if cfg.optim.batch_size == "auto":
+        by_hand = cfg.data.size != "auto"
+        cfg.optim.batch_size = (
+            batch_for(int(cfg.data.size), cfg.data.memory_budget_mib) if by_hand else int(plan["batch_size"])
+        )
     if cfg.data.size == "auto":
         cfg.data.size = int(plan["patch_size"])
     if cfg.data.slice_axis == "auto":
         cfg.data.slice_axis = int(plan["slice_axis"])
-    if cfg.optim.batch_size == "auto":
-        cfg.optim.batch_size = int(plan["batch_size"])
+
+
+def plan_run(
+    info: DatasetInfo, cases: list, cfg: RunConfig, progress: bool = True
+) -> tuple[dict, PreprocessConfig]:
+    """The dataset's plan for ``cases`` (cached fingerprint), ``cfg``'s autos resolved from it, and the
+    run's preprocessing; what `train` and `emfformer plan` both do.
+
+    Raises:
+        DataError: the patch and batch exceed ``data.memory_budget_mib``.
+    """
+    plan = plan_dataset(
+        info, cases, input_multiple(cfg.model.name), cfg.data.memory_budget_mib, _cache(cfg) / "plans", progress,
+        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
+    )  # fmt: skip
+    _resolve_plan(cfg, plan)
+    pre = preprocess_config(cfg.data, plan)
+    check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
+    return plan, pre
+
+
+def _cache(cfg: RunConfig) -> Path:
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
 
 
 def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
@@ -63,30 +91,19 @@ def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
     splits_file = run_dir / "splits.json"
     train_cases = select_cases(info, cfg.data, "train", splits_file)
     val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
-    plan = plan_dataset(
-        info,
-        train_cases,
-        input_multiple(cfg.model.name),
-        cfg.data.memory_budget_mib,
-        cache / "plans",
-        cfg.progress,
-        spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
-    )
-    _resolve_plan(cfg, plan)
-    pre = preprocess_config(cfg.data, plan)
-    check_memory_budget(pre.size, int(cfg.optim.batch_size), cfg.data.memory_budget_mib)
-    if is_main:  # the plan as this run uses it: config values that are not "auto" win
+    plan, pre = plan_run(info, train_cases, cfg, cfg.progress)
+    stored = preprocess_cases(train_cases, pre, _cache(cfg), progress=cfg.progress)
+    if is_main:  # everything checked: the plan as this run uses it (config values not "auto" win)
         used = {
             **plan,
             "patch_size": pre.size,
             "slice_axis": pre.slice_axis,
             "batch_size": cfg.optim.batch_size,
         }
-        atomic_write_json(run_dir / "plans.json", {**used, "planned": plan, "preprocess": pre.to_dict()})
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        plans = {**used, "planned": plan, "preprocess": pre.to_dict(), KIND_KEY: "plans"}
+        atomic_write_json(run_dir / "plans.json", plans)
+        write_run_config(run_dir, cfg)
         log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
-    stored = preprocess_cases(train_cases, pre, cache, progress=cfg.progress)
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
     margin = 0 if pre.mode == "resize" else None
     dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
@@ -94,4 +111,11 @@ def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
     splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
     return RunData(
         dataset, augment, LazyVolumes(val_cases), list(info.class_names), pre, info.name, splits, plan
+    )
+
+
+def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    """config.yaml, its first line the marker that says train wrote it (guard.CONFIG_MARKER)."""
+    atomic_write_text(
+        run_dir / "config.yaml", CONFIG_MARKER + "\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     )
