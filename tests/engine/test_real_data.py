@@ -192,3 +192,22 @@ def test_shipped_model_finds_a_case_off_centre_in_a_3x_wider_field(real_root: Pa
     labels = segment(field, model, tta=False, affine=affine)
     assert labels.shape == field.shape
     assert _fg_dice(labels, field_truth) > base - 0.03, (base, _fg_dice(labels, field_truth))
+
+
+def test_shipped_left_atrium_model_segments_a_case_it_never_saw() -> None:
+    """The shipped left-atrium model on one case of its held-out test part (split stored in the file)."""
+    value = os.environ.get("EMFFORMER_TEST_LA")
+    if not value:
+        pytest.skip("EMFFORMER_TEST_LA is not set; point it to Dataset101_LeftAtrium to run this")
+    from emfformer.api import load_pretrained, segment
+    from emfformer.engine.checkpoint import resolve_checkpoint
+
+    model = load_pretrained("left-atrium")
+    assert model.class_names == ["background", "left_atrium"] and model.members[0][1].channels == 1
+    test_ids = sorted(load_checkpoint(resolve_checkpoint("left-atrium"))["splits"]["test"])
+    case = test_ids[0]
+    image = Path(value) / "imagesTr" / f"{case}_0000.nii.gz"
+    truth = np.asarray(nib.load(Path(value) / "labelsTr" / f"{case}.nii.gz").dataobj) > 0
+    labels = segment(image, model) > 0
+    dice = 2 * (labels & truth).sum() / (labels.sum() + truth.sum())
+    assert labels.shape == truth.shape and dice > 0.8, dice

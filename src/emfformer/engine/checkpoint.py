@@ -63,7 +63,7 @@ INFERENCE_KEYS = (
 # plain numpy arrays (RNG state in checkpoints of emfformer 0.1): data only, no code paths
 _NUMPY_GLOBALS: list[Any] = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np_multiarray._reconstruct]
 # pretrained weights shipped inside the package: name -> file in emfformer/weights/
-SHIPPED = {"hippocampus": "hippocampus.pt"}
+SHIPPED = {"hippocampus": "hippocampus.pt", "left-atrium": "left_atrium.pt", "left_atrium": "left_atrium.pt"}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
