@@ -142,6 +142,21 @@ def _check_resampling(
         )  # fmt: skip
 
 
+def _target_shape(
+    oriented: tuple[int, ...], vox: np.ndarray | None, spacing: Sequence[float] | None, channels: int
+) -> tuple[int, ...]:
+    """The shape at the model's ``spacing`` (axes within 1 % keep theirs), checked by `_check_resampling`."""
+    if vox is None or spacing is None:
+        return oriented
+    tgt = np.asarray(spacing, dtype=np.float64)
+    close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
+    target = tuple(
+        n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
+    )
+    _check_resampling(oriented, target, vox, tgt, channels)
+    return target
+
+
 def to_model_grid(
     image: np.ndarray,
     affine: np.ndarray | None,
@@ -186,14 +201,7 @@ def to_model_grid(
             label = None if label is None else apply_orientation(label, ornt)
             vox = vox[np.argsort(ornt[:, 0])]  # spacing follows its axis to the new position
     oriented = tuple(int(n) for n in image.shape[:3])
-    target = oriented
-    if vox is not None and spacing is not None:
-        tgt = np.asarray(spacing, dtype=np.float64)
-        close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
-        target = tuple(
-            n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
-        )
-        _check_resampling(oriented, target, vox, tgt, 1 if image.ndim == 3 else int(image.shape[3]))
+    target = _target_shape(oriented, vox, spacing, 1 if image.ndim == 3 else int(image.shape[3]))
     info = GridInfo(shape, ornt, oriented, target, bbox)  # type: ignore[arg-type]
     image = np.ascontiguousarray(image, dtype=np.float32)
     if info.resampled:

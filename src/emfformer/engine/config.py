@@ -330,6 +330,15 @@ def _size_problem(cfg: RunConfig) -> str:
     return ""
 
 
+def _check_seeds(cfg: RunConfig) -> None:
+    """Seeds numpy accepts (0..2**32-1): a larger one would overflow inside the run, not here."""
+    if not all(0 <= v <= 2**32 - 1 for v in (cfg.seed, cfg.data.split_seed)):
+        raise ValueError(
+            f"seed and data.split_seed must be in 0..4294967295 (numpy's seed range), got seed={cfg.seed}, "
+            f"data.split_seed={cfg.data.split_seed}"
+        )
+
+
 def _validate(cfg: RunConfig) -> None:
     checks = [
         (cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}"),
@@ -372,11 +381,6 @@ def _validate(cfg: RunConfig) -> None:
             re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(cfg.device)) is not None,
             f"device must be auto|cpu|cuda|cuda:N|mps, got {cfg.device!r}",
         ),
-        (
-            all(0 <= v <= 2**32 - 1 for v in (cfg.seed, cfg.data.split_seed)),
-            f"seed and data.split_seed must be in 0..4294967295 (numpy's seed range), got seed={cfg.seed}, "
-            f"data.split_seed={cfg.data.split_seed}",
-        ),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
         (cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}"),
         (
@@ -389,6 +393,7 @@ def _validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    _check_seeds(cfg)
     try:  # size, mode, slice axis, context and clipping: PreprocessConfig's own checks, named data.*
         preprocess_config(cfg.data)
     except ValueError as exc:
