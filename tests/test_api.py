@@ -58,3 +58,25 @@ def test_segment_takes_a_name_and_refuses_bad_arguments_clearly(tmp_path: Path) 
         emfformer.segment(image, 3)
     with pytest.raises(ValueError, match="in_channels must be a positive int"):
         emfformer.create_model("emf_former_t", in_channels="1")
+
+
+def test_segment_refuses_arguments_it_would_misread(tmp_path: Path) -> None:
+    model = emfformer.load_pretrained("hippocampus")
+    image = np.random.default_rng(2).normal(size=(12, 16, 10)).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(image, np.eye(4)), path)
+    cases = [
+        ((image + 1j * image,), {}, DataError, "complex"),
+        ((path,), {"affine": np.eye(4)}, ValueError, "affine goes only with an array"),
+        ((image,), {"fast": "no"}, ValueError, "fast must be True or False"),
+        ((image,), {"fast": 1}, ValueError, "fast must be True or False"),
+    ]
+    for args, kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            emfformer.segment(*args, model, **kwargs)
+
+
+def test_load_pretrained_names_what_it_takes() -> None:
+    for bad in (3, [], [3], 2.5, {"a": 1}):
+        with pytest.raises(TypeError, match="shipped model name"):
+            emfformer.load_pretrained(bad)

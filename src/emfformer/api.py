@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def load_pretrained(name_or_path: str | Path = "hippocampus", device: str = "cpu
         >>> model.class_names
         ['background', 'Anterior', 'Posterior']
     """
+    names = name_or_path if isinstance(name_or_path, list | tuple) else [name_or_path]
+    if not names or not all(n is None or isinstance(n, str | os.PathLike) for n in names):
+        raise TypeError(
+            "load_pretrained takes a shipped model name (e.g. 'hippocampus'), a checkpoint path (a run's "
+            f"best.pt or a packed ensemble) or a list of them, got {type(name_or_path).__name__} "
+            f"{name_or_path!r}"
+        )
     members, class_names, tta, _ = load_members(name_or_path, resolve_device(device))
     return Pretrained(members, class_names, tta)
 
@@ -56,6 +64,28 @@ def _checked_affine(affine: np.ndarray) -> np.ndarray:
             f"shape {a.shape}" + ("" if a.shape != (4, 4) else " with a singular or non-finite 3x3 part")
         )
     return a
+
+
+def _check_arguments(image: object, tta: object, affine: object, fast: object) -> None:
+    """Refuse what segment would otherwise misread: a non-bool ``tta`` / ``fast``, a complex array,
+    an ``affine`` given with a file (the file's header holds its own)."""
+    if tta is not None and not isinstance(tta, bool | np.bool_):
+        raise ValueError(f"tta must be True, False or None (the model's recommendation), got {tta!r}")
+    if not isinstance(fast, bool | np.bool_):
+        raise ValueError(f"fast must be True or False, got {fast!r}")
+    if fast and tta:
+        raise ValueError("fast=True runs without TTA; leave tta unset")
+    if isinstance(image, str | Path):
+        if affine is not None:
+            raise ValueError(
+                f"affine goes only with an array: {image} is a file, whose header gives its own "
+                "voxel-to-world matrix; drop affine= or pass the voxels as an array"
+            )
+    elif np.iscomplexobj(image):
+        raise DataError(
+            "segment needs real intensities; this array is complex (e.g. raw k-space or a complex MR "
+            "reconstruction): pass its magnitude, np.abs(image)"
+        )
 
 
 def segment(
@@ -86,11 +116,8 @@ def segment(
         raise TypeError(
             f"model must come from load_pretrained() (or be a name or path), got {type(model).__name__}"
         )
-    if tta is not None and not isinstance(tta, bool | np.bool_):
-        raise ValueError(f"tta must be True, False or None (the model's recommendation), got {tta!r}")
+    _check_arguments(image, tta, affine, fast)
     tta = None if tta is None else bool(tta)
-    if fast and tta:
-        raise ValueError("fast=True runs without TTA; leave tta unset")
     if isinstance(image, str | Path):
         vol = load_volume(Case(nifti_stem(Path(image).name), Path(image)))
         image, affine = vol.image, vol.affine

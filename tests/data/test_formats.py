@@ -86,3 +86,38 @@ def test_a_corrupt_nrrd_is_one_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 10\nencoding: raw\n\n" + b"\0" * 100)
     with pytest.raises(DataError, match="Cannot read image file .*broken.nrrd"):
         load_volume(Case("broken", path))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int32])
+def test_a_64_bit_integer_mha_reads_like_any_other(dtype: type, tmp_path: Path) -> None:
+    voxels = np.arange(4 * 5 * 6).reshape(6, 5, 4).astype(dtype)  # (z, y, x)
+    sitk.WriteImage(sitk.GetImageFromArray(voxels), str(tmp_path / "scan.mha"))
+    vol = load_volume(Case("scan", tmp_path / "scan.mha"))
+    assert vol.image.dtype == np.float32
+    np.testing.assert_array_equal(vol.image, voxels.transpose(2, 1, 0).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("broken.nrrd", b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n\nxx", "endian"),
+        (
+            "short.mha",
+            b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
+            b"ElementDataFile = LOCAL\nxx",
+            "File cannot be read",
+        ),
+        ("junk.mha", b"garbage", "File cannot be read"),
+    ],
+)
+def test_an_itk_read_error_is_one_line(
+    name: str, content: bytes, reason: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=reason) as info:
+        load_volume(Case("bad", path))
+    message = str(info.value)
+    assert "\n" not in message and "cxx" not in message and "0x" not in message, message
+    assert str(path) in message
+    assert capfd.readouterr().err == ""  # ITK's own lines are held back, not printed beside the error

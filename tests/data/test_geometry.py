@@ -128,3 +128,28 @@ def test_a_constant_border_is_cropped_and_comes_back_as_background(fill: float) 
     assert (back[0][:25] == 1).all()  # the border is background
     untouched = to_model_grid(inner, np.eye(4), "RAS", None, crop_border=True)[2]
     assert untouched.bbox is None  # corners that differ: nothing to crop
+
+
+@pytest.mark.parametrize(
+    ("voxel", "warned"),
+    [(0.001, True), (0.05, True), (0.5, False), (1.0, False), (12.0, True)],
+)
+def test_a_voxel_size_far_from_the_models_is_warned_about(
+    voxel: float, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = np.ones((6, 8, 5), np.float32)
+    with caplog.at_level("WARNING"):
+        to_model_grid(image, np.diag([voxel, voxel, voxel, 1.0]), "RAS", (1.0, 1.0, 1.0))
+    found = [r.getMessage() for r in caplog.records if "more than 10x apart" in r.getMessage()]
+    assert len(found) == int(warned), found
+    assert all(f"{voxel:g} x {voxel:g}" in m for m in found)
+
+
+def test_a_resampling_beyond_4_gib_is_refused_naming_both_spacings() -> None:
+    from emfformer.data.cases import DataError
+
+    image = np.ones((36, 52, 38), np.float32)  # 40 mm voxels -> 1440 x 2080 x 1520 at 1 mm: 18 GB
+    with pytest.raises(
+        DataError, match=r"1440 x 2080 x 1520 voxels .*40 x 40 x 40 mm, the model's 1 x 1 x 1 mm"
+    ):
+        to_model_grid(image, np.diag([40.0, 40.0, 40.0, 1.0]), "RAS", (1.0, 1.0, 1.0))

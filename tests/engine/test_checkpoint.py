@@ -12,6 +12,7 @@ import torch
 from emfformer.engine.checkpoint import (
     SHIPPED,
     load_checkpoint,
+    load_members,
     members_from_checkpoint,
     model_from_checkpoint,
     pack_ensemble,
@@ -80,6 +81,15 @@ def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, t
         (lambda s: s["model_kwargs"].update(bogus=1), "do not fit"),
         (lambda s: s.update(class_names=["only", "two"]), "do not fit their class names"),
         (lambda s: next(iter(s["model"].values())).fill_(float("nan")), "NaN/inf"),
+        (
+            lambda s: s["preprocess"].update(context=3),
+            r"takes 1 input channel\(s\), preprocess gives context 3",
+        ),
+        (
+            lambda s: s["preprocess"].update(channels=2, normalization=None),
+            "preprocess gives context 1 x channels 2 = 2",
+        ),
+        (lambda s: s["preprocess"].update(size=40), "preprocess.size 40: input side must be a multiple of"),
     ],
     ids=[
         "num_classes",
@@ -89,6 +99,9 @@ def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, t
         "bad kwargs",
         "class names",
         "nan weights",
+        "context",
+        "channels",
+        "size",
     ],
 )
 def test_weights_that_do_not_fit_their_model_are_a_value_error(trained_run: Path, change, match: str) -> None:
@@ -119,3 +132,19 @@ def test_numpy_rng_state_of_older_checkpoints_still_loads(trained_run: Path, tmp
     state["rng"]["numpy"] = np.random.get_state()  # emfformer 0.1 stored the raw numpy tuple
     save_checkpoint(tmp_path / "old.pt", state)
     assert isinstance(load_checkpoint(tmp_path / "old.pt")["rng"]["numpy"][1], np.ndarray)
+
+
+def test_an_ensemble_without_members_is_one_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from emfformer.engine.predict import run_prediction
+
+    state = load_checkpoint(trained_run / "best.pt")
+    torch.save({"members": [], "class_names": state["class_names"]}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="lists no members"):
+        load_members(tmp_path / "empty.pt")
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4)), scan)
+    with pytest.raises(ValueError, match="lists no members"):
+        run_prediction(scan, tmp_path / "out", tmp_path / "empty.pt", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -140,3 +140,37 @@ def test_unetr_gets_the_training_input_size() -> None:
         build_model("emf_former_t", 60)
     with pytest.raises(ValueError, match="img_size=224"):
         build_model("unetr", 64, img_size=224)
+
+
+def test_yaml_numbers_in_float_keys_read_as_set_reads_them(tmp_path: Path) -> None:
+    text = "optim:\n  lr: 1e-3\n  min_lr: 1E-6\ndata:\n  spacing: [1e0, 1e0, 2e0]\n"
+    cfg = load_config(_yaml(tmp_path, text))
+    assert cfg.optim.lr == 1e-3 and cfg.optim.min_lr == 1e-6
+    assert cfg.data.spacing == (1.0, 1.0, 2.0)
+    assert load_config(overrides=["optim.lr=1e-3"]).optim.lr == cfg.optim.lr
+    with pytest.raises(ValueError, match="optim.lr' must be float"):
+        load_config(_yaml(tmp_path, "optim:\n  lr: fast\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("optim:\n  lr: 0.1\n  lr: 0.01\n", r"duplicate key 'lr' \(line 3\)"),
+        ("optim:\n  lr: 0.1\noptim:\n  epochs: 2\n", "duplicate key 'optim'"),
+    ],
+)
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path: Path, text: str, match: str) -> None:
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ValueError, match=match) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["seed=1180591620717411303424"], ["seed=-1"], ["data.split_seed=4294967296"]],
+)
+def test_seeds_outside_numpys_range_are_refused(overrides: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"must be in 0\.\.4294967295"):
+        load_config(overrides=overrides)
+    assert load_config(overrides=["seed=4294967295"]).seed == 2**32 - 1

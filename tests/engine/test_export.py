@@ -48,3 +48,36 @@ def test_export_refuses_unknown_formats_and_missing_sidecars(trained_run: Path, 
     (tmp_path / "lonely.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="No sidecar"):
         load_exported(tmp_path / "lonely.onnx")
+
+
+def _edit_sidecar(out: Path, change) -> None:
+    sidecar = out.with_name(out.name + ".json")
+    meta = json.loads(sidecar.read_text())
+    change(meta)
+    sidecar.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m.update(members=[]), "'members' list is empty"),
+        (lambda m: m.update(class_names=m["class_names"][:2]), "gives 3 classes, the sidecar names 2"),
+        (lambda m: m["members"][0]["preprocess"].update(context=3), "does not take 3 input channel"),
+        (lambda m: m["members"][0].update(file="gone.onnx"), "gone.onnx is missing"),
+        (None, "cannot be read"),  # the ONNX file cut to half its bytes
+    ],
+    ids=["no members", "two class names", "context", "missing file", "truncated"],
+)
+def test_an_edited_sidecar_or_damaged_onnx_is_one_clear_error(
+    trained_run: Path, scans: Path, tmp_path: Path, change, match: str
+) -> None:
+    out = tmp_path / "model.onnx"
+    export_checkpoint(trained_run / "best.pt", "onnx", out)
+    if change is None:
+        out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    else:
+        _edit_sidecar(out, change)
+    with pytest.raises(ValueError, match=match) as info:
+        run_prediction(scans, tmp_path / "pred", exported=out, progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "pred").exists()

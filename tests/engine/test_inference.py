@@ -206,3 +206,30 @@ def test_thin_volumes_are_warned_about(caplog: pytest.LogCaptureFixture) -> None
     predict_volume([(grow, pre)], np.ones((20, 24, 1), np.float32), warn=True)  # one axis: no strips
     predict_volume([(grow, pre)], np.ones((100, 24, 8), np.float32), warn=True)  # large: tiled, no warning
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "context", "expected"),
+    [
+        ((20, 24, 1), [2], 3, ["fewer than the 3 adjacent slices"]),  # one member, 1 slice, 2.5D: warned
+        ((20, 24, 2), [2, 2], 5, ["only 2 slice(s) along axis 2, fewer than the 5"]),  # once, not twice
+        ((20, 24, 1), [0], 3, ["only 1 voxel(s) along axis 2: a model that slices along another axis"]),
+        ((20, 24, 3), [2], 3, []),  # as many slices as the context: fine
+        ((20, 24, 1), [2], 1, []),  # a 2D model on one slice: fine
+    ],
+)
+def test_a_volume_thinner_than_a_members_context_is_warned_about(
+    shape: tuple[int, int, int],
+    axes: list[int],
+    context: int,
+    expected: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    grow = _Intensity()
+    grow.input_multiple = 16
+    members = [(grow, PreprocessConfig(size=32, slice_axis=a, context=context)) for a in axes]
+    with caplog.at_level("WARNING"):
+        predict_volume(members, np.ones(shape, np.float32), warn=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == len(expected), messages
+    assert all(e in m for e, m in zip(expected, messages, strict=True))

@@ -72,3 +72,47 @@ def test_a_patch_beyond_the_memory_budget_is_refused_before_training(
     with pytest.raises(DataError, match=r"1024 x 1024 needs about 48000 MiB.*data.memory_budget_mib = 512"):
         run_training(cfg)
     assert not run.exists() or not list(run.iterdir())  # nothing left behind
+
+
+def test_training_on_labels_that_are_all_background_is_refused(
+    msd_phantom: Path, make_overrides: Callable[..., dict], tmp_path: Path
+) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from emfformer.data.cases import DataError
+    from emfformer.engine.config import load_config
+
+    data = tmp_path / "Task99_Empty"
+    shutil.copytree(msd_phantom, data)
+    for label in (data / "labelsTr").glob("*.nii.gz"):
+        img = nib.load(label)
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), label)
+    run = tmp_path / "run"
+    cfg = load_config(None, make_overrides(data, run, tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"every one of the 4 training cases .* all-background label"):
+        run_training(cfg)
+    assert not (run / "best.pt").exists() and not (run / "plans.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("class_cases", "warned"),
+    [([4, 4, 4], None), ([4, 4, 0], "Posterior"), ([4, 0, 0], None), (None, None)],
+)
+def test_a_class_no_training_case_holds_is_warned_once(
+    class_cases: list[int] | None, warned: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from emfformer.data.cases import DataError
+    from emfformer.engine.train_data import check_foreground
+
+    plan = {"class_cases": class_cases, "num_cases": 4}
+    names = ["background", "Anterior", "Posterior"]
+    if class_cases == [4, 0, 0]:
+        with pytest.raises(DataError, match="nothing to learn"):
+            check_foreground(plan, names, "Task99")
+        return
+    with caplog.at_level("WARNING"):
+        check_foreground(plan, names, "Task99")
+    found = [r.getMessage() for r in caplog.records if "appear in none" in r.getMessage()]
+    assert len(found) == (0 if warned is None else 1)
+    assert all(warned in m for m in found)

@@ -8,6 +8,12 @@ input's own format with its origin, spacing and direction copied (ITK's LPS worl
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -27,7 +33,51 @@ def _sitk():
         raise ImportError(
             "reading .nrrd / .mha needs SimpleITK: pip install 'emfformer[formats]' (or convert to NIfTI)"
         ) from exc
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's warnings go to stderr, around our messages
     return sitk
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[list[str]]:
+    """Hold back what C++ code writes to file descriptor 2 (MetaIO prints its parse errors there, next
+    to the exception that repeats them); yields a list that receives those lines."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (some notebook kernels): nothing to hold back
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.extend(sink.read().decode(errors="replace").splitlines())
+
+
+def itk_reason(exc: BaseException, stderr: list[str] | None = None) -> str:
+    """The one meaningful line of a SimpleITK error (it spans 8-18 lines: the C++ file and line, the
+    IO object's address, "Reason: Success", a trace of the NRRD reader), without a final full stop.
+
+    ``stderr``: what the reader printed meanwhile; MetaIO says there why "File cannot be read"."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    printed = [ln.strip() for ln in stderr or [] if ln.strip()]
+    nrrd = [ln.split(":", 1)[-1].strip() for ln in lines if ln.startswith("[nrrd]")]
+    if nrrd:  # the innermost NRRD reader line names the problem ("... require endian info")
+        return nrrd[-1].rstrip(".")
+    for ln in lines:
+        ln = re.sub(r"^(itk::)?ITK ERROR:|^itk::ERROR:", "", ln).strip()
+        ln = re.sub(r"^\w+\(0x[0-9a-f]+\):\s*", "", ln)
+        skip = ln.startswith(("Exception thrown in SimpleITK", "Reason: Success"))
+        if ln and not skip and not re.search(r"\.(cxx|h|hxx):\d+:?$", ln):
+            if ln.startswith("File cannot be read") and printed:
+                ln = f"{ln.rstrip('.')} ({printed[0]})"
+            return ln.rstrip(".")
+    return type(exc).__name__
 
 
 def _image_io(path: Path) -> str:
@@ -39,11 +89,19 @@ def read_itk(path: Path) -> nib.Nifti1Image:
 
     Raises:
         ImportError: SimpleITK is not installed.
-        RuntimeError: SimpleITK cannot read the file.
-        ValueError: not a 3D image. A vector image (several values per voxel) gives (x, y, z, c).
+        ValueError: SimpleITK cannot read the file (its one meaningful line), or not a 3D image. A
+            vector image (several values per voxel) gives (x, y, z, c).
     """
     sitk = _sitk()
-    img = sitk.ReadImage(str(path), imageIO=_image_io(path))  # ITK picks readers by lower-case suffix
+    with _quiet_stderr() as stderr:
+        try:
+            img = sitk.ReadImage(str(path), imageIO=_image_io(path))  # ITK picks readers by lower-case suffix
+        except RuntimeError as exc:
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise ValueError(itk_reason(error, stderr)) from error
     if img.GetDimension() != 3:
         raise ValueError(f"it has {img.GetDimension()} dimensions; emfformer expects a 3D volume")
     array = sitk.GetArrayFromImage(img)  # (z, y, x) or (z, y, x, c)
@@ -53,7 +111,8 @@ def read_itk(path: Path) -> nib.Nifti1Image:
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(img.GetSpacing())
     affine[:3, 3] = _LPS_TO_RAS @ np.asarray(img.GetOrigin())
-    out = nib.Nifti1Image(data, affine)
+    # 64-bit integers (a valid ITK pixel type) need nibabel's explicit consent; read as float32 downstream
+    out = nib.Nifti1Image(data, affine, dtype=data.dtype if data.dtype.itemsize == 8 else None)
     out.header.set_zooms(tuple(img.GetSpacing()) + ((1.0,) if data.ndim == 4 else ()))
     return out
 

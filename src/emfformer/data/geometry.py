@@ -13,6 +13,7 @@ means "use the array as it is", which is what checkpoints from before this modul
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from .cases import DataError
 
 __all__ = [
     "GridInfo",
@@ -32,6 +35,10 @@ __all__ = [
 
 _PAIRS = ("LR", "PA", "IS")
 SPACING_RTOL = 0.01  # spacings within 1 % of the target are not resampled (no needless interpolation)
+MAX_RESAMPLED_BYTES = 4 * 2**30  # a scan resampled to the model's spacing may take this much (float32)
+SPACING_RATIO_WARN = 10.0  # a voxel size this many times off the model's is warned about
+
+log = logging.getLogger(__name__)
 
 
 def check_orientation(code: str) -> str:
@@ -105,6 +112,51 @@ def border_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     return tuple(box)
 
 
+def _check_resampling(
+    oriented: tuple[int, ...], target: tuple[int, ...], vox: np.ndarray, tgt: np.ndarray, channels: int
+) -> None:
+    """Refuse a resampling whose result would not fit in memory; warn when the scan's voxel size is more
+    than 10x off the model's (a scan stored in metres, or a wrong header): the labels would be empty.
+
+    Raises:
+        DataError: the resampled volume would exceed `MAX_RESAMPLED_BYTES`.
+    """
+    spacings = (
+        f"the scan's voxels are {' x '.join(f'{v:g}' for v in vox)} mm, the model's "
+        f"{' x '.join(f'{t:g}' for t in tgt)} mm"
+    )
+    need = float(np.prod(target, dtype=np.float64)) * 4 * channels
+    if need > MAX_RESAMPLED_BYTES:
+        raise DataError(
+            f"resampling this {' x '.join(map(str, oriented))} scan to the model's voxel size gives "
+            f"{' x '.join(map(str, target))} voxels ({need / 2**30:.1f} GiB as float32, more than "
+            f"{MAX_RESAMPLED_BYTES / 2**30:.0f} GiB): {spacings}. Is the header's voxel size right "
+            "(e.g. cm or metres instead of mm)? Fix the pixdim / spacing of the file."
+        )
+    ratio = np.maximum(vox / tgt, tgt / vox)
+    if (ratio > SPACING_RATIO_WARN).any():
+        log.warning(
+            "%s: more than %gx apart on axis %d. Is the header's voxel size right (mm, not metres or cm)? "
+            "The labels are likely empty or wrong.",
+            spacings, SPACING_RATIO_WARN, int(np.argmax(ratio)),
+        )  # fmt: skip
+
+
+def _target_shape(
+    oriented: tuple[int, ...], vox: np.ndarray | None, spacing: Sequence[float] | None, channels: int
+) -> tuple[int, ...]:
+    """The shape at the model's ``spacing`` (axes within 1 % keep theirs), checked by `_check_resampling`."""
+    if vox is None or spacing is None:
+        return oriented
+    tgt = np.asarray(spacing, dtype=np.float64)
+    close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
+    target = tuple(
+        n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
+    )
+    _check_resampling(oriented, target, vox, tgt, channels)
+    return target
+
+
 def to_model_grid(
     image: np.ndarray,
     affine: np.ndarray | None,
@@ -128,6 +180,9 @@ def to_model_grid(
     Returns:
         image and label on the model grid (float32 / int16; the inputs themselves when nothing moves),
         and the `GridInfo` to undo it.
+
+    Raises:
+        DataError: the resampled scan would take more than 4 GiB (a voxel size far off the model's).
     """
     shape = tuple(int(n) for n in image.shape[:3])
     bbox = border_bbox(image) if crop_border else None
@@ -146,13 +201,7 @@ def to_model_grid(
             label = None if label is None else apply_orientation(label, ornt)
             vox = vox[np.argsort(ornt[:, 0])]  # spacing follows its axis to the new position
     oriented = tuple(int(n) for n in image.shape[:3])
-    target = oriented
-    if vox is not None and spacing is not None:
-        tgt = np.asarray(spacing, dtype=np.float64)
-        close = np.abs(vox - tgt) <= SPACING_RTOL * tgt
-        target = tuple(
-            n if c else max(1, round(n * v / t)) for n, v, t, c in zip(oriented, vox, tgt, close, strict=True)
-        )
+    target = _target_shape(oriented, vox, spacing, 1 if image.ndim == 3 else int(image.shape[3]))
     info = GridInfo(shape, ornt, oriented, target, bbox)  # type: ignore[arg-type]
     image = np.ascontiguousarray(image, dtype=np.float32)
     if info.resampled:

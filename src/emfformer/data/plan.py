@@ -125,8 +125,17 @@ def make_plan(
         "memory_budget_mib": memory_budget_mib,
         "estimated_batch_mib": round(batch * side * side * BYTES_PER_PIXEL / 2**20, 1),
         "class_frequencies": fp["class_frequencies"],
+        "class_cases": _class_cases(fp),
         "num_cases": fp["num_cases"],
     }
+
+
+def _class_cases(fp: dict[str, Any]) -> list[int] | None:
+    """Per class, how many of the fingerprinted cases hold at least one voxel of it (None: unknown)."""
+    cases = fp.get("cases")
+    if not cases or any("class_voxels" not in r for r in cases):
+        return None
+    return [sum(1 for r in cases if r["class_voxels"][c] > 0) for c in range(len(fp["class_frequencies"]))]
 
 
 def batch_for(side: int, memory_budget_mib: float, max_batch: int = 32) -> int:

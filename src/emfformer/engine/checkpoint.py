@@ -31,7 +31,7 @@ from .. import __version__
 from ..data.preprocess import PreprocessConfig
 from ..guard import KIND_KEY, check_output
 from ..io import atomic_write
-from ..models import create_model
+from ..models import create_model, input_problem, list_models
 from ..models.fuse import fuse_for_inference
 from .inference import Member
 
@@ -190,13 +190,40 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Prepr
         raise ValueError(
             f"Checkpoint weights do not fit model {state.get('model_name')!r}: {str(exc).splitlines()[0]}"
         ) from exc
+    problem = _preprocess_problem(state, preprocess)
+    if problem:
+        raise ValueError(
+            f"Checkpoint preprocessing does not fit its network: {problem}. The file was edited or is damaged; "
+            "use the checkpoint as training wrote it (or retrain)."
+        )
     return model.eval(), preprocess
+
+
+def _preprocess_problem(state: dict[str, Any], pre: PreprocessConfig) -> str:
+    """Why ``pre`` (a checkpoint's preprocess) cannot feed the network of ``state``; "" when it can: the
+    network takes ``context x channels`` input channels, and a side its architecture accepts."""
+    in_channels = state["model_kwargs"].get("in_channels", 1)
+    if in_channels != pre.context * pre.channels:
+        return (
+            f"the network takes {in_channels} input channel(s), preprocess gives context {pre.context} x "
+            f"channels {pre.channels} = {pre.context * pre.channels}"
+        )
+    name = state["model_name"]
+    if name in list_models():
+        problem = input_problem(name, pre.size, state["model_kwargs"].get("img_size"))
+        if problem:
+            return f"preprocess.size {pre.size}: {problem}"
+    return ""
 
 
 def members_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> list[Member]:
     """Every (model, preprocess) of a run checkpoint (one) or an ensemble file (several), on ``device``,
     ready for inference: eval mode, with the folds of models/fuse.py (same outputs, fewer and larger ops)."""
     states = state["members"] if "members" in state else [state]
+    if not isinstance(states, list) or not states:
+        raise ValueError(
+            "the ensemble file lists no members (an empty 'members'): re-pack it with `emfformer pack`"
+        )
     members = []
     for member in states:
         if list(member["class_names"]) != list(state["class_names"]):

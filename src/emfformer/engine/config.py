@@ -220,15 +220,57 @@ def _check_type(cls: type, key: str, value: Any, dotted: str) -> Any:
                 return int(value)
         if t is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str) and _is_number(value):  # YAML 1.1: "1e-3" is a string
+            return float(value)
         if t is str and isinstance(value, str):
             return value
         origin = typing.get_origin(t) or t
         if origin is dict and isinstance(value, dict):
             return value
         if origin is tuple and isinstance(value, list | tuple):
-            return tuple(value)
+            floats = float in typing.get_args(t)  # [1e-3, 1e-3, 2e-3]: YAML 1.1 strings, as parse_value reads
+            return tuple(float(v) if floats and isinstance(v, str) and _is_number(v) else v for v in value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
     raise ValueError(f"Config key {dotted!r} must be {names}, got {value!r}")
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``float(text)`` reads ``text`` (the rule of parse_value for YAML 1.1's "1e-3")."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of config file ``path``; ValueError for invalid YAML or a key given twice."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+    except yaml.constructor.ConstructorError as exc:
+        if "duplicate key" in str(exc.problem):
+            raise ValueError(
+                f"Config file {path} gives {exc.problem}: a key may appear once per section; "
+                "delete one of them (YAML would silently keep the last)"
+            ) from exc
+        raise ValueError(f"Config file {path} is not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"Config file {path} is not valid YAML: {exc}") from exc
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -272,10 +314,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"Config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"Config file {path} is not valid YAML: {exc}") from exc
+        data = _read_yaml(path)
         if not isinstance(data, dict):
             raise ValueError(f"Config file {path} must hold a mapping of sections (data, model, optim, ...)")
         apply_overrides(cfg, _flatten(data))
@@ -289,6 +328,15 @@ def _size_problem(cfg: RunConfig) -> str:
     if cfg.model.name in list_models() and isinstance(cfg.data.size, int):
         return input_problem(cfg.model.name, cfg.data.size) or ""
     return ""
+
+
+def _check_seeds(cfg: RunConfig) -> None:
+    """Seeds numpy accepts (0..2**32-1): a larger one would overflow inside the run, not here."""
+    if not all(0 <= v <= 2**32 - 1 for v in (cfg.seed, cfg.data.split_seed)):
+        raise ValueError(
+            f"seed and data.split_seed must be in 0..4294967295 (numpy's seed range), got seed={cfg.seed}, "
+            f"data.split_seed={cfg.data.split_seed}"
+        )
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -345,6 +393,7 @@ def _validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    _check_seeds(cfg)
     try:  # size, mode, slice axis, context and clipping: PreprocessConfig's own checks, named data.*
         preprocess_config(cfg.data)
     except ValueError as exc:

@@ -202,10 +202,13 @@ def _export_members(members: list[Member], paths: list[Path], fmt: str) -> list[
 
 
 def load_exported(path: str | Path) -> tuple[list[Member], list[str], bool]:
-    """Members (exported network, preprocessing), class names and TTA of an exported file's sidecar.
+    """Members (exported network, preprocessing), class names and TTA of an exported file's sidecar,
+    each network checked against its description before anything runs.
 
     Raises:
-        ValueError: the file or its ``.json`` sidecar is missing or unreadable.
+        ValueError: the file or its ``.json`` sidecar is missing or unreadable, the sidecar lists no
+            members, a member file is missing or truncated, or a network does not take the sidecar's
+            ``context x channels`` inputs or give one output per class name.
     """
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")
@@ -213,11 +216,52 @@ def load_exported(path: str | Path) -> tuple[list[Member], list[str], bool]:
         raise ValueError(f"No sidecar {sidecar} beside {path}: export it with `emfformer export`.")
     try:
         meta = json.loads(sidecar.read_text())
-        members = []
-        for m in meta["members"]:
-            net = ExportedNet(path.with_name(m["file"]))
-            net.input_multiple = m.get("input_multiple")  # dynamic axes: same growth rule as the model
-            members.append((net, PreprocessConfig.from_dict(m["preprocess"])))
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        entries, class_names, tta = meta["members"], list(meta["class_names"]), bool(meta["tta"])
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("its 'members' list is empty")
+        members = [_exported_member(path.with_name(m["file"]), m) for m in entries]
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"Cannot load the exported model {path}: {exc}") from exc
-    return members, list(meta["class_names"]), bool(meta["tta"])
+    for (net, pre), m in zip(members, entries, strict=True):
+        _check_exported(net, pre, class_names, m["file"], sidecar)
+    return members, class_names, tta
+
+
+def _exported_member(file: Path, entry: dict[str, Any]) -> Member:
+    """One sidecar entry's network and preprocessing; a missing or damaged file says so."""
+    if not file.is_file():
+        raise ValueError(f"member file {file} is missing (export again with `emfformer export`)")
+    try:
+        net = ExportedNet(file)
+    except ValueError:
+        raise
+    except Exception as exc:  # onnxruntime / torch.jit raise their own types for damaged files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(
+            f"member file {file} cannot be read ({reason}): is it complete? Export again"
+        ) from exc
+    net.input_multiple = entry.get("input_multiple")  # dynamic axes: same growth rule as the model
+    return net, PreprocessConfig.from_dict(entry["preprocess"])
+
+
+def _check_exported(
+    net: ExportedNet, pre: PreprocessConfig, class_names: list[str], file: str, sidecar: Path
+) -> None:
+    """One forward pass of a zero patch: the network must take ``context x channels`` inputs at the
+    sidecar's patch side and give one output per class name."""
+    inputs = pre.context * pre.channels
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, inputs, pre.size, pre.size))
+    except Exception as exc:  # onnxruntime: INVALID_ARGUMENT; TorchScript: a RuntimeError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        raise ValueError(
+            f"{sidecar} does not fit {file}: the network does not take {inputs} input channel(s) (context "
+            f"{pre.context} x channels {pre.channels}) at {pre.size} x {pre.size} ({reason}). The sidecar was "
+            "edited or belongs to another export; export again."
+        ) from exc
+    if out.ndim != 4 or out.shape[1] != len(class_names):
+        raise ValueError(
+            f"{sidecar} does not fit {file}: the network gives {out.shape[1] if out.ndim > 1 else '?'} "
+            f"classes, the sidecar names {len(class_names)} ({class_names}). Export again."
+        )

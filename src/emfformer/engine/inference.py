@@ -169,13 +169,24 @@ def predict_scores(
 
 
 def _warn_outside_training(shape: tuple[int, ...], members: Sequence[Member]) -> None:
-    """Warn about volumes far from what a model was trained on: they are slow and results unreliable.
-    ``shape``: the volume on the first member's grid."""
-    if min(shape) < 3 and len({p.slice_axis % 3 for _, p in members}) > 1:
+    """Warn, once per problem, about volumes too thin for a member (any number of members): fewer
+    slices along its slice axis than the 2.5D context it stacks (the missing neighbours are padding),
+    or in-plane strips under 3 voxels wide (both mostly give background). ``shape``: the volume on the
+    first member's grid."""
+    thin = [(p.slice_axis % 3, p.context) for _, p in members if shape[p.slice_axis % 3] < p.context]
+    for axis, context in sorted(set(thin)):
         log.warning(
-            "the volume has only %d voxel(s) along axis %d: ensemble members that slice along the other axes "
-            "see strips that thin and mostly vote background. Segment thicker volumes, or use a single-axis "
-            "model.", min(shape), int(np.argmin(shape)),
+            "the volume has only %d slice(s) along axis %d, fewer than the %d adjacent slices the model stacks "
+            "as its input (2.5D context): the missing ones are padding and the labels are likely empty or "
+            "wrong. Segment a volume with at least %d slices along that axis.",
+            shape[axis], axis, context, context,
+        )  # fmt: skip
+    strips = any(min(n for a, n in enumerate(shape[:3]) if a != p.slice_axis % 3) < 3 for _, p in members)
+    if strips:
+        log.warning(
+            "the volume has only %d voxel(s) along axis %d: a model that slices along another axis sees strips "
+            "that thin and mostly votes background. Segment thicker volumes, or use a model that slices along "
+            "axis %d.", min(shape[:3]), int(np.argmin(shape[:3])), int(np.argmin(shape[:3])),
         )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..data.augment import SliceAugment, train_transforms
-from ..data.cases import DatasetInfo, LazyVolumes, Volume
+from ..data.cases import DataError, DatasetInfo, LazyVolumes, Volume
 from ..data.locate import default_cache_dir, load_dataset
 from ..data.patches import PatchDataset
 from ..data.plan import batch_for, check_memory_budget, plan_dataset, plan_summary
@@ -29,7 +29,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..models import input_multiple
 from .config import RunConfig, preprocess_config
 
-__all__ = ["RunData", "load_data", "plan_run", "write_run_config"]
+__all__ = ["RunData", "check_foreground", "load_data", "plan_run", "write_run_config"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,32 @@ def plan_run(
     return plan, pre
 
 
+def check_foreground(plan: dict[str, Any], class_names: list[str], where: str) -> None:
+    """Refuse training cases whose labels are all background; warn once for each class no case holds
+    (the network cannot learn it: its validation Dice stays 0). Reads only the plan's fingerprint counts.
+
+    Raises:
+        DataError: no training case has a foreground voxel.
+    """
+    counts = plan.get("class_cases")
+    if not counts or len(counts) < 2:
+        return
+    n = int(plan.get("num_cases", 0))
+    if not any(counts[1:]):
+        raise DataError(
+            f"every one of the {n} training cases of {where} has an all-background label (only 0s): there is "
+            "nothing to learn. Check the label files (a wrong folder, labels saved as floats in 0..1, or "
+            "an export that lost the masks)."
+        )
+    missing = [name for name, k in zip(class_names[1:], counts[1:], strict=False) if k == 0]
+    if missing:
+        log.warning(
+            "class(es) %s appear in none of the %d training cases of %s: the network cannot learn them and "
+            "their validation Dice will stay 0. Check the labels, or the split (data.fold / splits_final.json).",
+            ", ".join(missing), n, where,
+        )  # fmt: skip
+
+
 def _cache(cfg: RunConfig) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir() / "preprocessed"
 
@@ -92,6 +118,7 @@ def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
     train_cases = select_cases(info, cfg.data, "train", splits_file)
     val_cases = select_cases(info, cfg.data, "val", splits_file) if cfg.data.fold >= 0 else []
     plan, pre = plan_run(info, train_cases, cfg, cfg.progress)
+    check_foreground(plan, list(info.class_names), str(cfg.data.data_dir or info.name))
     stored = preprocess_cases(train_cases, pre, _cache(cfg), progress=cfg.progress)
     if is_main:  # everything checked: the plan as this run uses it (config values not "auto" win)
         used = {
