@@ -240,6 +240,21 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> None:
         )
 
 
+def _refuse_a_data_folder(out_dir: Path) -> None:
+    """A folder of images / labels (or a dataset folder, or one directly inside it) is no report folder."""
+    from .data.cases import IMAGE_SUFFIXES
+
+    if not out_dir.is_dir():
+        return
+    in_dataset = (out_dir / "dataset.json").is_file() or (out_dir.parent / "dataset.json").is_file()
+    scans = [p.name for p in out_dir.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)]
+    if in_dataset or scans:
+        what = f"holds image files ({', '.join(sorted(scans)[:2])} ...)" if scans else "is part of a dataset"
+        raise ValueError(
+            f"--out {out_dir} {what}; an evaluation report does not go there. Choose another --out."
+        )
+
+
 def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> None:
     """Refuse an ``evaluate --out`` folder whose metrics.json / per_case.csv / summary.md are not from a
     previous evaluation (its metrics.json carries ``emfformer_kind: evaluation``)."""
@@ -248,6 +263,7 @@ def check_report_dir(out_dir: str | Path, overwrite: bool = False) -> None:
         raise ValueError(
             f"--out {out_dir} is a file; give the folder for metrics.json, per_case.csv, summary.md"
         )
+    _refuse_a_data_folder(out_dir)  # even with --overwrite: a report never goes among scans or labels
     if overwrite or written_by_us(out_dir / "metrics.json", "evaluation"):
         return
     foreign = [str(out_dir / name) for name in REPORT_FILES if (out_dir / name).exists()]

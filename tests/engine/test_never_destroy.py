@@ -203,3 +203,19 @@ def test_evaluate_refuses_a_foreign_report_folder_and_rewrites_its_own(
     assert main([*argv, "--overwrite"]) == 0
     assert main(argv) == 0, "its own previous report is rewritten"
     assert (out / "summary.md").read_text() != "my notes\n"
+
+
+def test_an_evaluation_report_never_goes_into_a_dataset_folder(tmp_path: Path) -> None:
+    from emfformer.guard import check_report_dir
+
+    data = tmp_path / "Dataset"
+    (data / "labelsTr").mkdir(parents=True)
+    (data / "dataset.json").write_text("{}")
+    (data / "labelsTr" / "case_000.nii.gz").write_bytes(b"x")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.nrrd").write_bytes(b"x")
+    for folder in (data / "labelsTr", data, scans):
+        with pytest.raises(ValueError, match="an evaluation report does not go there"):
+            check_report_dir(folder, overwrite=True)
+    check_report_dir(tmp_path / "fresh")  # a new folder is fine

@@ -377,3 +377,14 @@ def test_multi_channel_inputs_need_exactly_the_model_channel_suffixes(tmp_path: 
     ]
     rgb = group_channels([tmp_path / "x_0000.png"], 3)  # one RGB file holds the 3 channels
     assert [c.case_id for c in rgb] == ["x"] and rgb[0].channels == ()
+
+
+def test_channel_files_for_a_one_channel_model_are_refused(tmp_path: Path) -> None:
+    from emfformer.engine.predict import group_channels
+
+    files = [tmp_path / n for n in ("la_1_0000.nii.gz", "la_1_0001.nii.gz")]
+    with pytest.raises(
+        DataError, match=r"la_1_0001.nii.gz is channel 1 of case la_1 .* model takes 1 channel"
+    ):
+        group_channels(files, 1)
+    assert [c.case_id for c in group_channels([tmp_path / "scan_2019.nii.gz"], 1)] == ["scan_2019"]

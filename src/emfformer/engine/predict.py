@@ -60,6 +60,18 @@ def group_channels(files: list[Path], channels: int) -> list[Case]:
     """One case per scan: with a multi-channel model, nnU-Net's ``<case>_0000``, ``_0001``... files of a
     case are its channels (in order); otherwise every file is a case. Output names drop the ``_0000``."""
     if channels == 1:
+        more = sorted(
+            f.name
+            for f in files
+            if case_stem(f.name) != nifti_stem(f.name) and not nifti_stem(f.name).endswith("_0000")
+        )
+        firsts = {case_stem(f.name) for f in files if nifti_stem(f.name).endswith("_0000")}
+        clash = [n for n in more if case_stem(n) in firsts]
+        if clash:
+            raise DataError(
+                f"{clash[0]} is channel {int(nifti_stem(clash[0])[-4:])} of case {case_stem(clash[0])} (nnU-Net "
+                "naming), but the model takes 1 channel: give only the _0000 files, or a model trained on these channels"
+            )
         cases = [Case(nifti_stem(f.name).removesuffix("_0000"), f) for f in files]
         names: dict[str, Path] = {}
         for c in cases:
