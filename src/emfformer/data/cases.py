@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,6 +35,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "nifti_stem",
     "case_stem",
+    "case_signature",
     "LazyVolumes",
 ]
 
@@ -238,6 +240,23 @@ def _read_voxels(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
             f"Cannot read the voxels of {path}: {exc or type(exc).__name__}. Is the file complete?"
         ) from exc
     return data
+
+
+def case_signature(case: Case) -> list[Any]:
+    """What a cache of ``case`` depends on: its id, and path, size and modification time of each file.
+
+    Raises:
+        DataError: a file cannot be stat'ed (missing, no permission).
+    """
+
+    def one(path: Path) -> list[Any]:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise DataError(f"Cannot read {path}: {exc}. Check the dataset folder.") from exc
+        return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+    return [case.case_id, [one(p) for p in case.images], one(Path(case.label)) if case.label else None]
 
 
 def is_valid_affine(affine: np.ndarray) -> bool:

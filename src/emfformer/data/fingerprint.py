@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from emfformer.io import atomic_write_json
 from emfformer.progress import tqdm
 
-from .cases import Case, DataError, load_volume, open_image
+from .cases import Case, case_signature, load_volume, open_image
 from .geometry import border_bbox, voxel_spacing
 
 __all__ = ["FINGERPRINT_VERSION", "dataset_fingerprint", "case_fingerprint"]
@@ -98,14 +97,7 @@ def _aggregate(records: list[dict[str, Any]], channels: Sequence[str], orientati
 
 
 def _key(cases: Sequence[Case], channels: Sequence[str], num_classes: int) -> str:
-    def sig(p: Path) -> list[Any]:
-        st = os.stat(p)
-        return [str(Path(p).resolve()), st.st_size, st.st_mtime_ns]
-
-    try:
-        payload = [[c.case_id, [sig(p) for p in c.images], sig(c.label) if c.label else None] for c in cases]
-    except OSError as exc:
-        raise DataError(f"Cannot read a dataset file: {exc}. Check the dataset folder.") from exc
+    payload = [case_signature(c) for c in cases]  # the same file signature as the preprocessed store's
     blob = json.dumps([FINGERPRINT_VERSION, list(channels), num_classes, payload]).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 

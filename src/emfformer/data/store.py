@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from emfformer.io import atomic_write, atomic_write_json
 from emfformer.progress import tqdm
 
-from .cases import Case, DataError, load_volume
+from .cases import Case, DataError, case_signature, load_volume
 from .geometry import to_model_grid
 from .preprocess import PreprocessConfig, volume_to_planes
 
@@ -60,21 +59,12 @@ class StoredCase:
         return np.load(self.label, mmap_mode="r")
 
 
-def _signature(path: Path) -> list[Any]:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise DataError(f"Cannot read {path}: {exc}. Check the dataset folder.") from exc
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
-
-
 def store_key(cases: Sequence[Case], cfg: PreprocessConfig) -> str:
     """Hash of everything the stored arrays depend on (files, preprocessing; not the 2.5D context)."""
     pre = {k: v for k, v in cfg.to_dict().items() if k != "context"}
     payload = {
         "version": STORE_VERSION, "cfg": pre,
-        "cases": [[c.case_id, [_signature(p) for p in c.images], _signature(c.label) if c.label else None]
-                  for c in cases],
+        "cases": [case_signature(c) for c in cases],
     }  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
