@@ -264,12 +264,13 @@ def _validate(
 
 def _describe(cfg: RunConfig, data: RunData) -> dict[str, Any]:
     """What every checkpoint of the run carries so that predict/evaluate can rebuild the model alone."""
+    pre = data.preprocess
+    # in_channels last: the network is built with channels x context inputs (as _build_model does)
     model_kwargs = {
-        "in_channels": data.preprocess.context,
         "num_classes": len(data.class_names),
         **cfg.model.kwargs,
+        "in_channels": pre.context * pre.channels,
     }
-    model_kwargs["in_channels"] = data.preprocess.context * data.preprocess.channels
     if cfg.model.name == "unetr":  # build_model sizes UNETR to the input side
         model_kwargs.setdefault("img_size", data.preprocess.size)
     return {
