@@ -77,6 +77,7 @@ def make_plan(
     max_batch: int = 32,
     min_side: int = 32,
     spacing: Sequence[float] | None = None,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
     """The plan of a fingerprint (see the module docstring).
 
@@ -87,14 +88,18 @@ def make_plan(
         max_batch, min_side: bounds of the batch size and of the patch side.
         spacing: a target spacing chosen by the user (``data.spacing``) instead of the median; the patch
             and the slice axis are planned for it.
+        slice_axis: a slice axis chosen by the user (``data.slice_axis``): the patch is planned for the
+            planes across it (a 3-axis ensemble gets a patch that fits each axis's slices).
 
     Raises:
-        DataError: the budget cannot hold two patches of the smallest side.
+        DataError: the budget cannot hold two patches of the smallest side; ``slice_axis`` not 0, 1 or 2.
     """
+    if slice_axis is not None and slice_axis not in (0, 1, 2):
+        raise DataError(f"data.slice_axis must be 0, 1, 2 or auto, got {slice_axis!r}")
     median = np.asarray(fp["median_spacing"], float)
     spacing = median if spacing is None else np.asarray(spacing, float)
     shape = np.asarray(fp["median_shape"], float) * median / spacing
-    axis = _slice_axis(spacing, shape)
+    axis = _slice_axis(spacing, shape) if slice_axis is None else int(slice_axis)
     in_plane = [a for a in range(3) if a != axis]
     cases = fp.get("cases") or [{"shape": shape, "spacing": spacing}]
     on_target = np.median(
@@ -166,11 +171,13 @@ def plan_dataset(
     cache_dir: Path | None = None,
     progress: bool = True,
     spacing: Sequence[float] | None = None,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
-    """Fingerprint ``cases`` of ``info`` (cached in ``cache_dir``) and plan from it (for ``spacing`` when
-    given); adds the dataset name."""
+    """Fingerprint ``cases`` of ``info`` (cached in ``cache_dir``) and plan from it (for ``spacing`` and
+    ``slice_axis`` when given); adds the dataset name."""
     fp = dataset_fingerprint(cases, info.channel_names, info.num_classes, cache_dir, progress)
-    return {"dataset": info.name, **make_plan(fp, stride, memory_budget_mib, spacing=spacing)}
+    plan = make_plan(fp, stride, memory_budget_mib, spacing=spacing, slice_axis=slice_axis)
+    return {"dataset": info.name, **plan}
 
 
 def plan_summary(plan: dict[str, Any], class_names: Sequence[str] = ()) -> str:

@@ -74,6 +74,7 @@ def plan_run(
     plan = plan_dataset(
         info, cases, input_multiple(cfg.model.name), cfg.data.memory_budget_mib, _cache(cfg) / "plans", progress,
         spacing=cfg.data.spacing if isinstance(cfg.data.spacing, tuple) else None,
+        slice_axis=None if cfg.data.slice_axis == "auto" else int(cfg.data.slice_axis),
     )  # fmt: skip
     _resolve_plan(cfg, plan)
     pre = preprocess_config(cfg.data, plan)
