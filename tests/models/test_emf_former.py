@@ -11,6 +11,8 @@ ABLATIONS = [
     dict(conv="plain"),
     dict(active_heads=(2, 3)),
     dict(grad_checkpoint=True),
+    dict(recompute="cheap"),
+    dict(recompute="all"),
 ]
 
 
@@ -24,16 +26,30 @@ def test_ablation_switches_forward_backward(overrides):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_grad_checkpoint_gives_same_gradients():
+RECOMPUTED = [
+    ("tiny", dict(grad_checkpoint=True)),
+    ("tiny", dict(recompute="all")),
+    ("tiny", dict(recompute="cheap")),
+    ("small", dict(recompute="cheap", head_stride=1)),
+    ("tiny", dict(recompute="cheap", twin="sdpa")),
+]
+RECOMPUTED_IDS = ["grad_checkpoint", "all", "cheap", "cheap-s-head1", "cheap-sdpa-twin"]
+
+
+@pytest.mark.parametrize(("variant", "kwargs"), RECOMPUTED, ids=RECOMPUTED_IDS)
+def test_recomputation_gives_the_plain_paths_outputs_and_gradients(variant, kwargs):
     torch.manual_seed(0)
-    a = emf_former("tiny")
-    b = emf_former("tiny", grad_checkpoint=True)
+    plain_kwargs = {k: v for k, v in kwargs.items() if k not in ("grad_checkpoint", "recompute")}
+    a = emf_former(variant, **plain_kwargs).train()
+    b = emf_former(variant, **kwargs).train()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 1, 32, 32)
-    a(x).square().mean().backward()
-    b(x).square().mean().backward()
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(yb, ya, rtol=0, atol=0)  # the forward is the same computation
+    ya.square().mean().backward()
+    yb.square().mean().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 @pytest.mark.parametrize("size", [(100, 100), (64, 72)])
@@ -75,18 +91,22 @@ def test_constructor_validates(kwargs):
         emf_former("tiny", head_stride=4)
 
 
-def test_grad_checkpoint_covers_every_stage():
-    model = emf_former("tiny", grad_checkpoint=True)
-    stages = [*model.stages, *model.decoder]
-    assert all(stage.grad_checkpoint for stage in stages)
-    assert not any(stage.grad_checkpoint for stage in emf_former("tiny").stages)
+@pytest.mark.parametrize("mode", ["cheap", "all"])
+def test_recompute_covers_every_stage(mode):
+    model = emf_former("tiny", recompute=mode)
+    assert all(stage.recompute == mode for stage in [*model.stages, *model.decoder])
+    assert all(stage.recompute == "none" for stage in emf_former("tiny").stages)
+    assert emf_former("tiny", grad_checkpoint=True).stages[0].recompute == "all"
+    with pytest.raises(ValueError, match="recompute must be one of"):
+        emf_former("tiny", recompute="some")
 
 
-def test_grad_checkpoint_updates_batchnorm_statistics_once_per_step():
+@pytest.mark.parametrize("kwargs", [dict(grad_checkpoint=True), dict(recompute="cheap")], ids=["all", "cheap"])
+def test_recomputation_updates_batchnorm_statistics_once_per_step(kwargs):
     """Recomputation reruns BN in training mode: its running stats must still move exactly once."""
     torch.manual_seed(0)
     plain = emf_former("tiny").train()
-    recompute = emf_former("tiny", grad_checkpoint=True).train()
+    recompute = emf_former("tiny", **kwargs).train()
     recompute.load_state_dict(plain.state_dict())
     x = torch.randn(4, 1, 32, 32)
     plain(x).square().mean().backward()

@@ -17,18 +17,15 @@ File order: blocks -> stages -> model -> size table -> variant factories.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .dspconv import make_conv_unit
 from .layers import ConvNorm, ConvNormAct, LayerScale2d, from_tokens, to_tokens
+from .recompute import RECOMPUTE_MODES, run_blocks
 from .smha import SerialMultiHeadAttention
 
 __all__ = ["ConvBlock", "EMFBlock", "EMFFormer", "EMF_FORMER_SIZES", "emf_former"]
@@ -97,54 +94,24 @@ class EMFBlock(nn.Module):
         return x
 
 
-@contextlib.contextmanager
-def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
-    """Within this context BatchNorm layers of ``module`` normalise with batch statistics (as in
-    training) but do not update their running statistics or ``num_batches_tracked``.
-
-    Activation recomputation reruns a block's forward pass in backward; without this the BatchNorm
-    running statistics would be updated twice per step.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    # momentum 0 keeps running_mean/var as they are while computing exactly what the first pass did
-    # (same kernels, same saved tensors, which checkpoint() verifies); the step counter is put back
-    saved = [
-        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
-    ]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
-def _run_blocks(blocks: nn.ModuleList | list[nn.Module], x: torch.Tensor, recompute: bool) -> torch.Tensor:
-    for blk in blocks:
-        if recompute:
-            # activation recomputation: keep only each block's input, rerun the block in backward
-            # (with frozen BatchNorm statistics, so one step updates them once)
-            contexts = partial(lambda b: (contextlib.nullcontext(), frozen_norm_stats(b)), blk)
-            x = checkpoint(blk, x, use_reentrant=False, context_fn=contexts)
-        else:
-            x = blk(x)
-    return x
-
-
 class EncoderStage(nn.Module):
-    """Optional stride-2 3x3 conv (C_in -> C) then ``blocks``. (B, C_in, H, W) -> (B, C, H/s, W/s)."""
+    """Optional stride-2 3x3 conv (C_in -> C) then ``blocks``. (B, C_in, H, W) -> (B, C, H/s, W/s).
 
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module], grad_checkpoint: bool = False) -> None:
+    ``recompute`` ("none", "cheap", "all"): what of the blocks' activations is recomputed in backward
+    when training (`emfformer.models.recompute`).
+    """
+
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module], recompute: str = "none") -> None:
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
-        self.grad_checkpoint = grad_checkpoint
+        self.recompute = recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _run_blocks(self.blocks, self.downsample(x), self.grad_checkpoint and self.training)
+        mode = self.recompute if self.training else "none"
+        if mode == "cheap":  # the downsampling conv's norm and activation are cheap parts too
+            return run_blocks([self.downsample, *self.blocks], x, mode)
+        return run_blocks(self.blocks, self.downsample(x), mode)
 
 
 class DecoderStage(nn.Module):
@@ -153,24 +120,24 @@ class DecoderStage(nn.Module):
     Shapes: deep (B, C_deep, H, W), skip (B, C, 2H, 2W) -> (B, C, 2H, 2W).
     """
 
-    def __init__(
-        self, deep_channels: int, channels: int, blocks: list[nn.Module], grad_checkpoint: bool = False
-    ) -> None:
+    def __init__(self, deep_channels: int, channels: int, blocks: list[nn.Module], recompute: str = "none") -> None:
         super().__init__()
         self.reduce = ConvNorm(deep_channels, channels, 1)
         self.blocks = nn.ModuleList(blocks)
-        self.grad_checkpoint = grad_checkpoint
+        self.recompute = recompute
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(self.reduce(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return _run_blocks(self.blocks, up + skip, self.grad_checkpoint and self.training)
+        return run_blocks(self.blocks, up + skip, self.recompute if self.training else "none")
 
 
 def _check_args(
     in_channels: int, num_classes: int, dims: tuple, depths: tuple, num_heads: tuple, active_heads: tuple,
-    decoder_depth: int, head_stride: int,
+    decoder_depth: int, head_stride: int, recompute: str,
 ) -> None:  # fmt: skip
     """EMFFormer's argument checks, up front, each with a clear ValueError."""
+    if recompute not in RECOMPUTE_MODES:
+        raise ValueError(f"recompute must be one of {RECOMPUTE_MODES}, got {recompute!r}")
     if head_stride not in (1, 2):
         raise ValueError(f"head_stride must be 1 or 2, got {head_stride}")
     if in_channels < 1 or num_classes < 1:
@@ -200,7 +167,10 @@ class EMFFormer(nn.Module):
         groups: groups of DSPConv's pointwise convs.
         expansion: hidden expansion inside DSPConv.
         layer_scale_init: initial residual-branch scale.
-        grad_checkpoint: recompute every block's activations in backward (training memory down, time up).
+        recompute: activation recomputation of every block in backward when training: ``"none"``,
+            ``"cheap"`` (keep conv / matmul outputs, rerun norms, activations, depthwise convs, shuffles)
+            or ``"all"`` (rerun whole blocks); training memory down, step time up (docs/benchmarks.md).
+        grad_checkpoint: ``True`` is ``recompute="all"`` (the name of earlier versions, kept for them).
         head_stride: 2 (logits at 1/2, upsampled bilinearly) or 1 (one more decoder stage with a
             full-resolution skip, logits at 1/1).
 
@@ -233,10 +203,12 @@ class EMFFormer(nn.Module):
         layer_scale_init: float = 0.1,
         grad_checkpoint: bool = False,
         head_stride: int = 2,
+        recompute: str = "none",
     ) -> None:
         super().__init__()
+        self.recompute = recompute = "all" if grad_checkpoint else recompute
         _check_args(
-            in_channels, num_classes, dims, depths, num_heads, active_heads, decoder_depth, head_stride
+            in_channels, num_classes, dims, depths, num_heads, active_heads, decoder_depth, head_stride, recompute
         )
         conv_kw = dict(
             conv=conv, groups=groups, expansion=expansion, shuffle=shuffle, layer_scale_init=layer_scale_init
@@ -246,12 +218,12 @@ class EMFFormer(nn.Module):
         self.stages = nn.ModuleList(
             [
                 EncoderStage(
-                    nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], grad_checkpoint
+                    nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], recompute
                 ),
                 EncoderStage(
                     ConvNormAct(c1, c2, 3, stride=2),
                     [ConvBlock(c2, **conv_kw) for _ in range(depths[1])],
-                    grad_checkpoint,
+                    recompute,
                 ),
             ]
         )
@@ -260,15 +232,15 @@ class EMFFormer(nn.Module):
                 EMFBlock(c, num_heads[i], mlp_ratio, attention, heads, active_heads[i], layer_scale_init)
                 for _ in range(depths[2 + i])
             ]
-            self.stages.append(EncoderStage(ConvNormAct(c_in, c, 3, stride=2), blocks, grad_checkpoint))
+            self.stages.append(EncoderStage(ConvNormAct(c_in, c, 3, stride=2), blocks, recompute))
         self.decoder = nn.ModuleList(
-            DecoderStage(deep, c, [ConvBlock(c, **conv_kw) for _ in range(decoder_depth)], grad_checkpoint)
+            DecoderStage(deep, c, [ConvBlock(c, **conv_kw) for _ in range(decoder_depth)], recompute)
             for deep, c in ((c4, c3), (c3, c2), (c2, c1))
         )
         if head_stride == 1:
             # no ConvBlock at 1/1: it would double the training step on a CPU (measured), and the head's
             # depthwise 3x3 already mixes the full-resolution skip with the upsampled features
-            self.decoder.append(DecoderStage(c1, c1, [], grad_checkpoint))
+            self.decoder.append(DecoderStage(c1, c1, [], recompute))
         # the full-resolution skip (head_stride=1): one 3x3 conv of the input, no downsampling
         self.full_res = ConvNormAct(in_channels, c1, 3) if head_stride == 1 else None
         self.head = nn.Sequential(ConvNormAct(c1, c1, 3, groups=c1), nn.Conv2d(c1, num_classes, 1))
@@ -280,15 +252,18 @@ class EMFFormer(nn.Module):
             raise ValueError(
                 f"EMF-former needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
             )
-        full = [self.full_res(x)] if self.full_res is not None else []
+        # "cheap" recomputation covers the stem, the full-resolution skip and the head too (their norms
+        # and activations at 1/2 and 1/1 are the largest activations of the network)
+        mode = self.recompute if self.training and self.recompute == "cheap" else "none"
+        full = [run_blocks([self.full_res], x, mode)] if self.full_res is not None else []
         feats = []
-        x = self.stem(x)
+        x = run_blocks([self.stem], x, mode)
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
         for dec, skip in zip(self.decoder, [*reversed(feats[:-1]), *full], strict=True):
             x = dec(x, skip)
-        logits = self.head(x)
+        logits = run_blocks([self.head], x, mode)
         if logits.shape[-2:] != (h, w):
             # head_stride=2: logits made at 1/2 and upsampled, full-resolution feature maps being the
             # costly part on a CPU (memory-bound elementwise work)
