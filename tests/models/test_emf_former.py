@@ -101,7 +101,9 @@ def test_recompute_covers_every_stage(mode):
         emf_former("tiny", recompute="some")
 
 
-@pytest.mark.parametrize("kwargs", [dict(grad_checkpoint=True), dict(recompute="cheap")], ids=["all", "cheap"])
+@pytest.mark.parametrize(
+    "kwargs", [dict(grad_checkpoint=True), dict(recompute="cheap")], ids=["all", "cheap"]
+)
 def test_recomputation_updates_batchnorm_statistics_once_per_step(kwargs):
     """Recomputation reruns BN in training mode: its running stats must still move exactly once."""
     torch.manual_seed(0)

@@ -120,7 +120,9 @@ class DecoderStage(nn.Module):
     Shapes: deep (B, C_deep, H, W), skip (B, C, 2H, 2W) -> (B, C, 2H, 2W).
     """
 
-    def __init__(self, deep_channels: int, channels: int, blocks: list[nn.Module], recompute: str = "none") -> None:
+    def __init__(
+        self, deep_channels: int, channels: int, blocks: list[nn.Module], recompute: str = "none"
+    ) -> None:
         super().__init__()
         self.reduce = ConvNorm(deep_channels, channels, 1)
         self.blocks = nn.ModuleList(blocks)
@@ -209,7 +211,7 @@ class EMFFormer(nn.Module):
         self.recompute = recompute = "all" if grad_checkpoint else recompute
         _check_args(
             in_channels, num_classes, dims, depths, num_heads, active_heads, decoder_depth, head_stride, recompute
-        )
+        )  # fmt: skip
         conv_kw = dict(
             conv=conv, groups=groups, expansion=expansion, shuffle=shuffle, layer_scale_init=layer_scale_init
         )
@@ -217,9 +219,7 @@ class EMFFormer(nn.Module):
         self.stem = ConvNormAct(in_channels, c1, 3, stride=2)
         self.stages = nn.ModuleList(
             [
-                EncoderStage(
-                    nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], recompute
-                ),
+                EncoderStage(nn.Identity(), [ConvBlock(c1, **conv_kw) for _ in range(depths[0])], recompute),
                 EncoderStage(
                     ConvNormAct(c1, c2, 3, stride=2),
                     [ConvBlock(c2, **conv_kw) for _ in range(depths[1])],
