@@ -113,7 +113,8 @@ def make_splits(
     if len(rest) < max(n_folds, 2):
         raise ValueError(
             f"{len(ids)} cases leave {len(rest)} for training after the test part; "
-            f"need at least {max(n_folds, 2)} for n_folds={n_folds}."
+            f"need at least {max(n_folds, 2)} for n_folds={n_folds}. Lower the folds (--set "
+            f"data.n_folds={max(1, min(len(rest), n_folds - 1))}) or data.test_fraction, or add cases."
         )
     if n_folds == 1:
         n_val = max(1, round(_SINGLE_SPLIT_VAL_FRACTION * len(rest)))

@@ -1,7 +1,9 @@
-"""One flat registry of every model: EMF-former sizes, its ablations/twin, and the MONAI baselines."""
+"""One flat registry of every model: EMF-former sizes, its ablations/twins, the lightweight peers
+(UNeXt, EGE-UNet, MALUNet, written from their papers) and the MONAI baselines."""
 
 from __future__ import annotations
 
+import importlib
 import operator
 from collections.abc import Callable
 from functools import partial
@@ -14,16 +16,18 @@ from .emf_former import TOTAL_STRIDE, emf_former
 __all__ = ["MODELS", "build_model", "create_model", "input_multiple", "input_problem", "list_models"]
 
 
-def _baseline(name: str) -> Callable[..., nn.Module]:
-    """Factory that imports MONAI only when a baseline is built (keeps `import emfformer` light)."""
+def _lazy(module: str, name: str) -> Callable[..., nn.Module]:
+    """Factory that imports ``module`` only when the model is built (MONAI for the baselines: keeps
+    `import emfformer` light)."""
 
     def build(**kwargs: Any) -> nn.Module:
-        from . import baselines
-
-        return getattr(baselines, name)(**kwargs)
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(**kwargs)
 
     build.__name__ = name
     return build
+
+
+_baseline = partial(_lazy, "baselines")
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -36,14 +40,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "emf_former_t_twin_sdpa": partial(emf_former, "tiny", twin="sdpa"),
     "emf_former_s_twin_sdpa": partial(emf_former, "small", twin="sdpa"),
     "emf_former_b_twin_sdpa": partial(emf_former, "base", twin="sdpa"),
+    "unext": _lazy("unext", "unext"),
+    "ege_unet": _lazy("ege_unet", "ege_unet"),
+    "malunet": _lazy("malunet", "malunet"),
     "unet": _baseline("unet"),
     "unetr": _baseline("unetr"),
     "swin_unetr": _baseline("swin_unetr"),
 }
 
 # The one rule on input sides: H and W must be multiples of the model's total stride (EMF-former and
-# UNet: 4 stride-2 levels; Swin UNETR: patch 2 x 4 merges); UNETR's position embedding also fixes the side.
-_INPUT_MULTIPLE = {"swin_unetr": 32}
+# UNet: 4 stride-2 levels; Swin UNETR: patch 2 x 4 merges; UNeXt, EGE-UNet, MALUNet: 5 stride-2 levels);
+# UNETR's position embedding also fixes the side.
+_INPUT_MULTIPLE = {"swin_unetr": 32, "unext": 32, "ege_unet": 32, "malunet": 32}
 
 
 def list_models() -> list[str]:
