@@ -1,0 +1,159 @@
+"""The peer comparison table and Pareto plots, from the runs of scripts/compare_peers.sh and one bench.
+
+    python scripts/compare_table.py --runs runs/compare/hippocampus [runs/compare/left_atrium]
+        [--bench runs/bench_peers/bench.json] --out docs/results/peers
+
+Reads, per dataset folder, ``<spec>/s<seed>/log.json`` (epoch times) and ``eval_test/metrics.json``
+(test-part fg mIoU and Dice, mean over cases), and from the bench (optional) params, FLOPs, training
+memory at each scaling side and the best engine's CPU throughput. Writes ``peers.md`` (the table,
+mean +- std over seeds, with the number of seeds) and ``pareto_<dataset>.png`` (accuracy against
+batch-1 latency and against training memory) into ``--out``; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _spec_of(folder: Path) -> str:
+    """The model spec of a run folder (compare_peers.sh writes it into spec.txt)."""
+    spec = folder / "spec.txt"
+    return spec.read_text().strip() if spec.is_file() else folder.name
+
+
+def _runs(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """spec -> one record per finished seed: mIoU, Dice, median epoch seconds."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for metrics in sorted(root.glob("*/s*/eval_test/metrics.json")):
+        run = metrics.parent.parent
+        summary = json.loads(metrics.read_text())["summary"]
+        log = json.loads((run / "log.json").read_text())
+        out.setdefault(_spec_of(run.parent), []).append(
+            {
+                "seed": run.name,
+                "miou": 100 * summary["miou_fg"],
+                "dice": 100 * summary["mean_dice_fg"],
+                "epoch_s": statistics.median(r["train_seconds"] for r in log),
+                "epochs": len(log),
+            }
+        )
+    return out
+
+
+def _bench(path: Path | None) -> dict[str, dict[str, Any]]:
+    """spec -> params, GFLOPs (bench size), latency, best-engine throughput, train memory per side."""
+    if path is None:
+        return {}
+    report = json.loads(path.read_text())
+    facts: dict[str, dict[str, Any]] = {}
+    for row in report["models"]:
+        facts[row["label"]] = {
+            "params": row.get("params"), "gflops": (row.get("flops") or 0) / 1e9,
+            "latency_ms": row.get("latency_ms"), "size": row.get("size"),
+            "throughput": row.get("throughput_img_s"), "engine": "eager", "mem": {},
+        }  # fmt: skip
+    for row in report.get("scaling", []):
+        if row.get("status") == "ok" and row["label"] in facts:
+            facts[row["label"]]["mem"][int(row["size"])] = row["mem_train_mib"]
+    for row in report.get("engines", []):
+        f = facts.get(row["label"])
+        if (
+            f is not None
+            and row.get("status") == "ok"
+            and (row["throughput_img_s"] or 0) > (f["throughput"] or 0)
+        ):
+            f.update(throughput=row["throughput_img_s"], engine=row["engine"])
+    return facts
+
+
+def _pm(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides: list[int]) -> list[str]:
+    mem_cols = "".join(f"train MiB {s}² | " for s in sides)
+    lines = [
+        f"### {name}",
+        "",
+        f"| model | seeds | test fg mIoU % | test fg Dice % | epoch s | params M | GFLOPs | {mem_cols}"
+        "img/s (best engine) |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(sides) + "---|",
+    ]
+    order = sorted(runs, key=lambda s: -statistics.mean(r["miou"] for r in runs[s]))
+    for spec in order:
+        rs, b = runs[spec], bench.get(spec, {})
+        mem = "".join(f"{b['mem'][s]:.0f} | " if s in b.get("mem", {}) else "– | " for s in sides)
+        speed = f"{b['throughput']:.1f} ({b['engine']})" if b.get("throughput") else "–"
+        params = f"{b['params'] / 1e6:.3f}" if b.get("params") else "–"
+        gflops = f"{b['gflops']:.3f}" if b.get("gflops") else "–"
+        lines.append(
+            f"| {spec} | {len(rs)} | **{_pm([r['miou'] for r in rs])}** | {_pm([r['dice'] for r in rs])} | "
+            f"{statistics.median(r['epoch_s'] for r in rs):.0f} | {params} | {gflops} | {mem}{speed} |"
+        )
+    return [*lines, ""]
+
+
+def _pareto(
+    name: str, runs: dict[str, list[dict]], bench: dict[str, dict], side: int, out: Path
+) -> Path | None:
+    points = [(s, statistics.mean(r["miou"] for r in rs), bench.get(s, {})) for s, rs in runs.items()]
+    points = [p for p in points if p[2].get("latency_ms") and side in p[2].get("mem", {})]
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in (
+        (axes[0], "latency_ms", "CPU latency, batch 1 (ms)"),
+        (axes[1], "mem", f"training memory at {side}² (MiB)"),
+    ):
+        for spec, miou, b in points:
+            x = b[key] if key != "mem" else b["mem"][side]
+            ax.scatter(x, miou, s=40)
+            ax.annotate(spec.split(":")[0], (x, miou), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test fg mIoU (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{name}: accuracy against cost (up and left is better)")
+    fig.tight_layout()
+    path = out / f"pareto_{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", type=Path, required=True, help="compare_peers.sh output folders")
+    ap.add_argument("--bench", type=Path, help="bench.json of `emfformer bench` over the same specs")
+    ap.add_argument("--out", type=Path, required=True, help="folder for peers.md and the Pareto PNGs")
+    args = ap.parse_args(argv)
+    bench = _bench(args.bench)
+    sides = sorted({s for b in bench.values() for s in b["mem"]})
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for root in args.runs:
+        runs = _runs(root)
+        if not runs:
+            raise SystemExit(f"error: no finished run (*/s*/eval_test/metrics.json) under {root}")
+        lines += _table(root.name, runs, bench, sides)
+        plot = _pareto(root.name, runs, bench, max(sides) if sides else 0, args.out)
+        if plot:
+            lines += [f"![{root.name} Pareto]({plot.name})", ""]
+    (args.out / "peers.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
