@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import emfformer
-from emfformer.cli import main
+from emfformer.cli import build_parser, main
 from emfformer.data.synthetic import write_msd_phantoms
 from emfformer.engine import train as train_module
 from emfformer.engine.config import RunConfig
@@ -278,3 +278,53 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["emfformer", emfformer.__version__]
+
+
+# one CLI convention (cli_parsers.py): the argv of each command with its output and compute flags
+CONVENTION = [  # argv without the output flag, the compute flags it takes
+    (["train", "--config", "c.yaml"], ["--threads", "1", "--device", "cpu"]),
+    (["plan", "DATA"], ["--threads", "1"]),
+    (["evaluate", "--checkpoint", "c.pt"], ["--threads", "1", "--device", "cpu"]),
+    (["predict", "-i", "in"], ["--threads", "1", "--device", "cpu"]),
+    (["export", "--format", "onnx"], ["--threads", "1"]),
+    (["pack", "a.pt", "b.pt"], []),
+    (["report", "RUN"], ["--threads", "1", "--device", "cpu"]),
+    (["download", "hippocampus"], []),
+    (["bench"], ["--threads", "1", "--device", "cpu"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "compute"), CONVENTION, ids=[a[0] for a, _ in CONVENTION])
+@pytest.mark.parametrize("flag", ["-o", "--out", "--output"])
+def test_every_command_takes_the_same_output_and_compute_flags(
+    argv: list[str], compute: list[str], flag: str
+) -> None:
+    args = build_parser().parse_args([*argv, flag, "somewhere", *compute])
+    assert str(args.out) == "somewhere"
+    if compute:
+        assert args.threads == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "attr", "value"),
+    [
+        (["predict", "-i", "in", "-o", "out", "-chk", "a.pt", "b.pt"], "checkpoint", ["a.pt", "b.pt"]),
+        (["evaluate", "-chk", "a.pt"], "checkpoint", ["a.pt"]),
+        (["export", "-chk", "a.pt", "--format", "onnx", "-o", "x.onnx"], "checkpoint", "a.pt"),
+        (["predict", "-i", "in", "-o", "out", "--save_probabilities"], "save_probabilities", True),
+        (["predict", "-i", "in", "-o", "out", "-device", "cpu"], "device", "cpu"),
+        (["train", "-f", "2"], "fold", 2),
+    ],
+    ids=["predict-chk", "evaluate-chk", "export-chk", "save_probabilities", "-device", "train-f"],
+)
+def test_nnunet_names_are_aliases(argv: list[str], attr: str, value: object) -> None:
+    assert getattr(build_parser().parse_args(argv), attr) == value
+
+
+def test_train_fold_flag_sets_data_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    monkeypatch.setattr(
+        "emfformer.engine.train.run_training", lambda cfg, **kw: seen.update(fold=cfg.data.fold) or tmp_path
+    )
+    assert main(["train", "--config", "configs/hippocampus.yaml", "-f", "3", "-o", str(tmp_path)]) == 0
+    assert seen["fold"] == 3

@@ -21,6 +21,11 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
+def __dir__() -> list[str]:
+    """The module's names plus the lazily imported API (so ``dir(emfformer)`` and tab completion show it)."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
+
+
 def __getattr__(name: str) -> Any:
     if name in _API:
         import importlib

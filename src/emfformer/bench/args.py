@@ -30,7 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a = parser.add_argument
     a("--models", nargs="+", metavar="SPEC", help="model specs, e.g. emf_former_s emf_former_s:conv=plain "
       "(values: int/float/true/false/none/(a,b)/str); default: EMF-former T/S/B, S ablations, twin, baselines")  # fmt: skip
-    a("--out", type=Path, default=Path("runs/bench"), help="output folder (default runs/bench)")
+    a(
+        "-o",
+        "--out",
+        "--output",
+        dest="out",
+        type=Path,
+        default=Path("runs/bench"),
+        help="output folder (default runs/bench)",
+    )
     a("--size", type=int, help="input side of the model table in pixels (default 224)")
     a("--batch", type=int, help="throughput batch (default 16)")
     a("--train-batch", type=int, help="batch of the memory measurements (default 4)")

@@ -306,8 +306,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     lines += _scaling_section(report)
     lines += engine_markdown(report)
+    goals = report.get("goals", [])
+    checked = [g for g in goals if g["status"] != "N/A"]
     lines += ["", "## Goals", ""]
-    lines += [f"- **{g['status']}**: {g['text']} ({g['detail']})" for g in report.get("goals", [])]
+    lines += [f"- **{g['status']}**: {g['text']} ({g['detail']})" for g in checked]
+    if len(checked) < len(goals):  # a run of a few models measures only some goals: name the rest once
+        lines.append(
+            f"- not measured in this run ({len(goals) - len(checked)}): "
+            + "; ".join(f"{g['id']} ({g['detail']})" for g in goals if g["status"] == "N/A")
+        )
     return "\n".join(lines) + "\n"
 
 

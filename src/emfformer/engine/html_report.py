@@ -29,7 +29,7 @@ from ..data.locate import read_dataset
 from ..guard import HTML_MARKER, check_output
 from ..io import atomic_write_text
 from .checkpoint import load_members
-from .inference import predict_volume
+from .inference import predict_volume, resolve_device
 
 __all__ = ["write_html_report", "pick_cases"]
 
@@ -98,7 +98,7 @@ def _overlay_figure(
     return fig
 
 
-def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> str:
+def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None, device: str = "cpu") -> str:
     """HTML with overlays of the best/median/worst case of one evaluation ('' when data is missing)."""
     extra, class_names = metrics["extra"], metrics["class_names"]
     picks = pick_cases(eval_dir / "per_case.csv", class_names)
@@ -113,7 +113,7 @@ def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None) -> 
         else:
             info = read_dataset(kind, Path(root), check=False)
         cases = {c.case_id: c for c in info.cases}
-        members = load_members(checkpoints)[0]
+        members = load_members(checkpoints, resolve_device(device))[0]
     except (DataError, ValueError, OSError) as exc:
         log.warning("no overlays for %s: %s", eval_dir, exc)
         return f'<p class="note">No overlays: {html.escape(str(exc))} (pass --data).</p>'
@@ -153,6 +153,7 @@ def write_html_report(
     data_dir: str | None = None,
     overlays: bool = True,
     overwrite: bool = False,
+    device: str = "cpu",
 ) -> Path:
     """Write one self-contained HTML page about ``run_dirs`` (run folders and/or bench folders).
 
@@ -181,7 +182,7 @@ def write_html_report(
             evals.append((f"{run.name} / {metrics_file.parent.name}", metrics_file.parent, metrics))
             body.append(f"<h3>{html.escape(metrics_file.parent.name)}: best, median and worst case</h3>")
             if overlays and (metrics_file.parent / "per_case.csv").is_file():
-                body.append(_overlays(metrics_file.parent, metrics, data_dir))
+                body.append(_overlays(metrics_file.parent, metrics, data_dir, device))
         if has_bench:
             body += [_file_img(p, p.stem) for p in sorted(run.glob("*.png"))]
             if (run / "bench.md").is_file():
