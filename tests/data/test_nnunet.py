@@ -65,8 +65,20 @@ def test_channels_test_cases_and_splits_final_are_read(mri2: Path, tmp_path: Pat
             lambda r: (r / "splits_final.json").write_text('[{"train": ["nope"], "val": []}]'),
             "not in labelsTr",
         ),
+        (
+            lambda r: (r / "labelsTr" / "case_003.nii.gz").unlink(),
+            r"2 image file\(s\) of .*imagesTr have no label .*case_003_0000.nii.gz, case_003_0001.nii.gz",
+        ),
     ],
-    ids=["label-value", "channel-count", "mixed-endings", "bad-ending", "2d-and-3d", "stale-splits-final"],
+    ids=[
+        "label-value",
+        "channel-count",
+        "mixed-endings",
+        "bad-ending",
+        "2d-and-3d",
+        "stale-splits-final",
+        "missing-label",
+    ],  # fmt: skip
 )
 def test_bad_datasets_give_one_clear_error(mri2: Path, break_it, match: str) -> None:
     break_it(mri2)
@@ -87,3 +99,11 @@ def _flat_case(root: Path) -> None:
         path = root / f"{name}.nii.gz"
         img = nib.load(path)
         nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :1], img.affine), path)
+
+
+def test_a_numtraining_that_disagrees_is_a_warning(mri2: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _meta(mri2, numTraining=9)
+    with caplog.at_level("WARNING"):
+        info = read_msd_dataset(mri2)
+    assert len(info.cases) == 5
+    assert "says numTraining 9, but labelsTr holds 5 labelled case(s)" in caplog.text

@@ -14,6 +14,7 @@ nnU-Net v2 folders (``channel_names``, ``labels`` as ``{"background": 0, ...}``,
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import numpy as np
 from emfformer.data import nnunet
 from emfformer.data.cases import Case, DataError, DatasetInfo, nifti_stem, open_image
 from emfformer.progress import tqdm
+
+log = logging.getLogger(__name__)
 
 __all__ = ["read_msd_dataset", "check_msd_dataset"]
 
@@ -129,6 +132,7 @@ def read_msd_dataset(root: Path, check: bool = True) -> DatasetInfo:
         ending = nnunet.check_file_ending(meta, root, meta_path)
         cases = nnunet.list_cases(root, ending, len(channels))
         test_cases = nnunet.list_cases(root, ending, len(channels), part="Ts")
+        _check_labels_present(root, ending, cases, meta, meta_path)
     if not cases:
         raise DataError(f"{meta_path} lists no labelled training cases.")
     ids = [c.case_id for c in cases]
@@ -141,6 +145,28 @@ def read_msd_dataset(root: Path, check: bool = True) -> DatasetInfo:
     if check:
         check_msd_dataset(info)
     return info
+
+
+def _check_labels_present(
+    root: Path, ending: str, cases: list[Case], meta: dict[str, Any], meta_path: Path
+) -> None:
+    """Refuse images without a label (as nnU-Net does: a lost label must not shrink the dataset
+    silently); warn when numTraining disagrees with the cases found.
+
+    Raises:
+        DataError: naming the image files without a label.
+    """
+    orphans = nnunet.unlabelled_images(root, ending, cases)
+    if orphans:
+        names = ", ".join(p.name for p in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+        msg = (
+            f"{len(orphans)} image file(s) of {root / 'imagesTr'} have no label in {root / 'labelsTr'}: {names}. "
+            "Add the missing label files, or move those images to imagesTs/ (unlabelled cases)"
+        )
+        raise DataError(msg)
+    problem = nnunet.numtraining_problem(meta, len(cases), meta_path)
+    if problem:
+        log.warning(problem)
 
 
 def _channel_count(case: Case) -> tuple[int, list[str], tuple[int, ...] | None]:

@@ -90,6 +90,27 @@ def list_cases(root: Path, ending: str, n_channels: int, part: str = "Tr") -> li
     return cases
 
 
+def unlabelled_images(root: Path, ending: str, cases: list[Case]) -> list[Path]:
+    """Image files of ``imagesTr`` whose case has no label file in ``labelsTr`` (nnU-Net refuses them)."""
+    known = {c.case_id for c in cases}
+    images = (root / "imagesTr").iterdir()
+    return sorted(
+        p for p in images if p.name.lower().endswith(ending) and not p.name.startswith(".")
+        and case_stem(p.name) not in known
+    )  # fmt: skip
+
+
+def numtraining_problem(meta: dict[str, Any], n_cases: int, meta_path: Path) -> str | None:
+    """Why dataset.json's ``numTraining`` disagrees with the labelled cases found (None: it agrees)."""
+    stated = meta.get("numTraining")
+    if isinstance(stated, int) and not isinstance(stated, bool) and stated != n_cases:
+        return (
+            f"{meta_path} says numTraining {stated}, but labelsTr holds {n_cases} labelled case(s) with "
+            "images: a copy may be incomplete; training uses the cases found"
+        )
+    return None
+
+
 def read_splits_final(root: Path, case_ids: list[str]) -> dict[str, Any] | None:
     """``root/splits_final.json`` (nnU-Net: ``[{"train": [...], "val": [...]}, ...]``) as a split dict
     with an empty test part, or ``None`` when the file is absent.
