@@ -74,10 +74,13 @@ def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, t
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit"),  # also contradicts class_names
-        (lambda s: s.update(model_name="emf_former_s"), "do not fit"),
-        (lambda s: s["model"].pop(next(iter(s["model"]))), "do not fit"),
-        (lambda s: s["model"].update({"extra.weight": torch.zeros(3)}), "do not fit"),
+        (lambda s: s["model_kwargs"].update(num_classes=5), "do not fit their class names: the model has 5"),
+        (lambda s: s.update(model_name="emf_former_s"), r"do not fit.*size mismatch for stem"),
+        (lambda s: s["model"].pop(next(iter(s["model"]))), r"do not fit.*missing keys stem\."),
+        (
+            lambda s: s["model"].update({"extra.weight": torch.zeros(3)}),
+            "do not fit.*unexpected keys extra.weight",
+        ),
         (lambda s: s["model_kwargs"].update(bogus=1), "do not fit"),
         (lambda s: s.update(class_names=["only", "two"]), "do not fit their class names"),
         (lambda s: next(iter(s["model"].values())).fill_(float("nan")), "NaN/inf"),

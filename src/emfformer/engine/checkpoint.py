@@ -158,6 +158,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` whose error names the keys: missing, unexpected, or of another shape.
+
+    Raises:
+        ValueError: the first few offending keys of each kind.
+    """
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches: torch lists one "size mismatch for KEY" line each
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        raise ValueError(
+            "; ".join(lines[:3]) + (f" (and {len(lines) - 3} more)" if len(lines) > 3 else "")
+        ) from exc
+    problems = [
+        f"{what} {', '.join(keys[:3])}" + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
+        for what, keys in (("missing keys", result.missing_keys), ("unexpected keys", result.unexpected_keys))
+        if keys
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, PreprocessConfig]:
     """Rebuild the model (eval mode, weights loaded) and its preprocessing from a run checkpoint dict.
 
@@ -184,12 +206,10 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, Prepr
         )
     try:
         model = create_model(state["model_name"], **state["model_kwargs"])
-        model.load_state_dict(state["model"])
+        _load_weights(model, state["model"])
         preprocess = PreprocessConfig.from_dict(state["preprocess"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise ValueError(
-            f"Checkpoint weights do not fit model {state.get('model_name')!r}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise ValueError(f"Checkpoint weights do not fit model {state.get('model_name')!r}: {exc}") from exc
     problem = _preprocess_problem(state, preprocess)
     if problem:
         raise ValueError(
