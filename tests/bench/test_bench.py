@@ -212,7 +212,9 @@ def _statuses(report: dict) -> dict[str, str]:
 
 def test_goals_pass() -> None:
     report = _report({224: 100, 448: 400, 512: 520, 640: 800}, {224: 110, 448: 1100, 512: 2700, 640: None})
-    assert set(_statuses(report).values()) == {"PASS"}
+    statuses = _statuses(report)
+    assert statuses.pop("sdpa512") == statuses.pop("sdpa1024") == "N/A"  # no recompute / SDPA rows here
+    assert set(statuses.values()) == {"PASS"}
     assert report["crossover"]["side"] == 640 and report["crossover"]["measured"]
 
 
@@ -225,6 +227,8 @@ def test_goals_fail() -> None:
         "growth": "FAIL",  # 4.6x > 4.4x and the twin grows slower
         "mem512": "FAIL",  # 3.3x < 5x
         "throughput": "FAIL",  # 1.5x < 2x
+        "sdpa512": "N/A",
+        "sdpa1024": "N/A",
     }
     assert report["crossover"]["side"] is None and report["crossover"]["predicted_side"] > 512
 
@@ -243,6 +247,30 @@ def test_goals_twin_lower_bound_and_missing() -> None:
     assert statuses["vs_unetr"] == statuses["growth"] == statuses["mem512"] == "N/A"
     report["meta"]["size"] = 256
     assert _statuses(report)["size"] == "N/A"
+
+
+@pytest.mark.parametrize(
+    ("cheap", "sdpa", "plain_ms", "status"),
+    [
+        ((500, 120), (540, 90), 100, "PASS"),
+        ((560, 110), (540, 90), 100, "FAIL"),
+        ((500, 130), (540, 90), 100, "FAIL"),
+    ],
+    ids=["both-met", "more-memory", "too-slow"],
+)
+def test_recompute_vs_sdpa_twin_goal(cheap: tuple, sdpa: tuple, plain_ms: float, status: str) -> None:
+    report = _report({224: 100, 512: 700, 1024: 2800}, {224: 110})
+    pts = {
+        "emf_former_s:recompute=cheap": cheap,
+        "emf_former_s_twin_sdpa": sdpa,
+        "emf_former_s": (700, plain_ms),
+    }
+    for label, (mib, ms) in pts.items():
+        report["scaling"][label] = [
+            {**_point(side, mib * k), "train_step_ms": ms * k} for side, k in ((512, 1), (1024, 4))
+        ]
+    statuses = _statuses(report)
+    assert statuses["sdpa512"] == statuses["sdpa1024"] == status
 
 
 def test_markdown_lists_goals() -> None:

@@ -11,7 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .defaults import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, ENGINES, OURS, OURS_RECOMPUTE, QUICK, TWIN
+from .defaults import (
+    DEFAULT_MODELS,
+    DEFAULT_SCALING_SIZES,
+    ENGINES,
+    OURS,
+    OURS_RECOMPUTE,
+    QUICK,
+    TWIN,
+    TWIN_SDPA,
+)
 
 __all__ = ["add_arguments", "run_from_args"]
 
@@ -54,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--scaling-models",
         nargs="+",
         metavar="SPEC",
-        help=f"specs for the scaling (default {OURS} {OURS_RECOMPUTE} {TWIN})",
+        help=f"specs for the scaling (default {OURS} {OURS_RECOMPUTE} {TWIN} {TWIN_SDPA})",
     )
     a("--repeats", type=int, help="timed runs per timing loop, median reported (default 10)")
     a(

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_MODELS", "DEFAULT_SCALING_SIZES", "ENGINES", "OURS", "OURS_RECOMPUTE", "QUICK", "TWIN"]
+__all__ = [
+    "DEFAULT_MODELS", "DEFAULT_SCALING_SIZES", "ENGINES", "OURS", "OURS_RECOMPUTE", "QUICK", "TWIN", "TWIN_SDPA",
+]  # fmt: skip
 
 OURS = "emf_former_s"
 TWIN = "emf_former_s_twin"
-# EMF-former-S with activation recomputation (grad_checkpoint): the memory-friendly training mode
-OURS_RECOMPUTE = "emf_former_s:grad_checkpoint=true"
+# EMF-former-S recomputing the cheap parts of its blocks in backward: the memory-friendly training mode
+OURS_RECOMPUTE = "emf_former_s:recompute=cheap"
+TWIN_SDPA = "emf_former_s_twin_sdpa"  # the ordinary transformer with PyTorch's memory-efficient attention
 
 DEFAULT_MODELS: tuple[str, ...] = (
     "emf_former_t",
@@ -25,7 +28,12 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "emf_former_s:conv=plain",
     "emf_former_s:active_heads=(2,3)",
     OURS_RECOMPUTE,
+    "emf_former_s:recompute=all",
     TWIN,
+    TWIN_SDPA,
+    "unext",  # the lightweight peers (models/unext.py, ege_unet.py, malunet.py)
+    "ege_unet",
+    "malunet",
     "unet",
     "unetr",
     "swin_unetr",

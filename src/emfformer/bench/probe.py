@@ -212,6 +212,10 @@ def _probe_model(req: ProbeRequest, res: dict[str, Any], write: Callable[[dict[s
         if peak > budget:  # CUDA: allocations are not guarded while they happen
             res.update(status="did_not_fit", reason=f"{peak / MIB:.0f} MiB > budget")
             return
+        # the step time of that training step (recomputation's price): median of up to 3 more steps
+        times = time_calls(train_step, 0, min(req.repeats, 3), dev, req.time_budget_s)
+        res["train_step_ms"] = median(times) * 1e3
+        write(res)
         optimizer.state.clear()  # AdamW state and gradients are not needed for inference timing
         model.zero_grad(set_to_none=True)
         model.eval()

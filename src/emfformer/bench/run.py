@@ -27,7 +27,16 @@ import torch
 from emfformer.progress import tqdm
 
 from ..io import atomic_write_json, atomic_write_text
-from .defaults import DEFAULT_MODELS, DEFAULT_SCALING_SIZES, ENGINES, OURS, OURS_RECOMPUTE, QUICK, TWIN
+from .defaults import (
+    DEFAULT_MODELS,
+    DEFAULT_SCALING_SIZES,
+    ENGINES,
+    OURS,
+    OURS_RECOMPUTE,
+    QUICK,
+    TWIN,
+    TWIN_SDPA,
+)
 from .engines import PREDICT_SETTINGS, run_engine_probes, run_predict_probes
 from .measure import count_flops, count_params, measure_matmul_peak
 from .plots import write_plots
@@ -53,7 +62,8 @@ __all__ = [
 
 MIB = 2**20
 _KEEP = (
-    "label", "size", "status", "reason", "params", "flops", "mem_infer_mib", "mem_train_mib", "latency_ms",
+    "label", "size", "status", "reason", "params", "flops", "mem_infer_mib", "mem_train_mib", "train_step_ms",
+    "latency_ms",
     "latency_ms_min", "latency_runs", "throughput_img_s", "throughput_img_s_best", "throughput_runs",
     "threads_used", "mem_method", "baseline_rss_mib", "predicted_train_mib", "wall_s",
 )  # fmt: skip
@@ -141,7 +151,7 @@ def run_benchmark(
     size: int = 224,
     batch: int = 16,
     scaling_sizes: Sequence[int] = DEFAULT_SCALING_SIZES,
-    scaling_models: Sequence[str] = (OURS, OURS_RECOMPUTE, TWIN),
+    scaling_models: Sequence[str] = (OURS, OURS_RECOMPUTE, TWIN, TWIN_SDPA),
     max_memory_gb: float = 8.0,
     threads: int = 2,
     repeats: int = 10,
