@@ -62,6 +62,13 @@ def test_run_checkpoints_pack_into_one_ensemble(trained_run: Path, tmp_path: Pat
     assert out.stat().st_size < (trained_run / "best.pt").stat().st_size * 2
 
 
+def test_packing_a_checkpoint_twice_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    best = trained_run / "best.pt"
+    with pytest.raises(ValueError, match="is given twice"):
+        pack_ensemble([best, trained_run / ".." / trained_run.name / "best.pt"], tmp_path / "ens.pt")
+    assert not (tmp_path / "ens.pt").exists()
+
+
 def test_packing_checkpoints_of_different_splits_is_refused(trained_run: Path, tmp_path: Path) -> None:
     state = load_checkpoint(trained_run / "best.pt")
     state["splits"] = {**state["splits"], "test": ["someone_else"]}

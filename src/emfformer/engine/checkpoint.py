@@ -298,10 +298,17 @@ def pack_ensemble(
     ``checkpoints`` is always refused (guard.py).
 
     Raises:
-        ValueError: no checkpoints, members that disagree, or an ``out`` the never-destroy rule refuses.
+        ValueError: no checkpoints, one given twice, members that disagree, or an ``out`` the never-destroy
+            rule refuses.
     """
     if not checkpoints:
         raise ValueError("pack needs at least one checkpoint")
+    seen: dict[Path, str] = {}
+    for c in checkpoints:  # the same network twice would count twice in the fused average
+        key = Path(c).resolve()
+        if key in seen:
+            raise ValueError(f"{c} is given twice (also as {seen[key]}): pack each checkpoint once")
+        seen[key] = str(c)
     check_output(out, "ensemble", checkpoints, overwrite)
     states = [load_checkpoint(c) for c in checkpoints]
     members = [m for s in states for m in (s["members"] if "members" in s else [strip_checkpoint(s)])]
