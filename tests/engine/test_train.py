@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from emfformer.engine import train as train_module
-from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint, pack_ensemble
 from emfformer.engine.config import RunConfig, config_from_dict, load_config
 from emfformer.engine.inference import resolve_device
 from emfformer.engine.schedule import lr_factor
@@ -269,6 +269,14 @@ def test_resume_refuses_changes_to_model_data_or_schedule(
         with pytest.raises(ValueError, match="Cannot change"):
             run_training(load_config(None, {"out_dir": str(run)}), resume=True, resume_overrides=change)
     assert (run / "last.pt").read_bytes() == before
+
+
+def test_resume_from_a_pack_says_it_is_no_training_state(trained_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "packed"
+    folder.mkdir()
+    pack_ensemble([trained_run / "best.pt"], folder / "last.pt")
+    with pytest.raises(ValueError, match="is not a training state .* --resume continues a run"):
+        run_training(load_config(None, {"out_dir": str(folder)}), resume=True)
 
 
 def test_diverging_loss_stops_with_a_clear_error(

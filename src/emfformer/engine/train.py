@@ -190,7 +190,14 @@ def resume_config(
     bad = sorted(set(overrides or {}) - set(RESUMABLE_KEYS))
     if bad:
         raise ValueError(f"Cannot change {bad} when resuming; only {', '.join(RESUMABLE_KEYS)} may change")
-    state = load_checkpoint(Path(out_dir) / "last.pt")
+    path = Path(out_dir) / "last.pt"
+    state = load_checkpoint(path)
+    missing = [k for k in ("config", "epoch", "optimizer", "scheduler", "rng", "history") if k not in state]
+    if missing:  # a pack, a stripped best.pt or another tool's file: nothing to continue from
+        raise ValueError(
+            f"{path} is not a training state (it has no {', '.join(missing)}): --resume continues a run "
+            "from the last.pt that `emfformer train` wrote. Start a new run in another --out folder."
+        )
     cfg = config_from_dict(state["config"], overrides)
     cfg.out_dir = out_dir  # the folder may have been moved since
     if cfg.optim.epochs <= state["epoch"]:
