@@ -27,6 +27,7 @@ from .cases import DataError
 __all__ = [
     "GridInfo",
     "border_bbox",
+    "border_mask",
     "check_orientation",
     "voxel_spacing",
     "to_model_grid",
@@ -110,6 +111,19 @@ def border_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     if all(b == (0, n) for b, n in zip(box, mask.shape, strict=True)):
         return None
     return tuple(box)
+
+
+def border_mask(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """`border_bbox` as a ``select_fn`` for MONAI's ``CropForegroundd``: channel-first (C, X, Y, Z) ->
+    bool (1, X, Y, Z), True inside the box (everywhere when there is no constant border, so that
+    MONAI crops nothing where emfformer crops nothing)."""
+    chans = np.moveaxis(np.asarray(image.detach().cpu() if torch.is_tensor(image) else image), 0, -1)
+    box = border_bbox(chans)
+    if box is None:
+        return torch.ones((1, *chans.shape[:3]), dtype=torch.bool)
+    mask = torch.zeros((1, *chans.shape[:3]), dtype=torch.bool)
+    mask[(slice(None), *(slice(a, b) for a, b in box))] = True
+    return mask
 
 
 def _check_resampling(

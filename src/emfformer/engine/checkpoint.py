@@ -3,13 +3,13 @@
 A run checkpoint (``best.pt`` / ``last.pt``) holds: ``model`` / ``optimizer`` / ``scheduler`` (state
 dicts), ``rng``, ``history``, ``model_kwargs`` (incl. in_channels / num_classes), ``model_name``,
 ``preprocess`` (PreprocessConfig dict), ``class_names``, ``dataset``, ``config`` (the resolved
-RunConfig), ``splits`` (the run's case split), ``epoch``, ``metric`` / ``best_metric``, ``seed``,
-``emfformer_version``.
+RunConfig), ``splits`` (the run's case split), ``plan`` (the dataset's plan, channel names included),
+``epoch``, ``metric`` / ``best_metric``, ``seed``, ``emfformer_version``.
 
-An *ensemble* file (``emfformer pack``) holds ``members`` (stripped run checkpoints, e.g. one per slice
-axis), the shared ``class_names``, ``dataset`` and ``splits``, and ``tta`` (whether mirror test-time
-augmentation is part of the recipe). Both load with ``torch.load(weights_only=True)``: tensors and
-plain Python values only, so a crafted file cannot run code.
+An *ensemble* file (``emfformer pack``) holds ``members`` (stripped run checkpoints, plan kept, e.g.
+one per slice axis), the shared ``class_names``, ``dataset`` and ``splits``, and ``tta`` (whether
+mirror test-time augmentation is part of the recipe). Both load with ``torch.load(weights_only=True)``:
+tensors and plain Python values only, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ INFERENCE_KEYS = (
     "epoch",
     "metric",
     "splits",
+    "plan",  # the dataset's plan: channel names (a bundle's modality), normalisation, class frequencies
     "emfformer_version",
 )
 # plain numpy arrays (RNG state in checkpoints of emfformer 0.1): data only, no code paths
