@@ -116,7 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
     written = run_prediction(
         args.input, args.output, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
         exported=args.onnx, engine=args.engine, fast=args.fast, save_probabilities=args.save_probabilities,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, window=args.window,
     )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.output}")
     return 0
@@ -273,6 +273,10 @@ def _add_predict_parser(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         "--onnx", help="an ONNX or TorchScript file from `emfformer export` (instead of --checkpoint)"
     )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUTPUT/overlays/")
+    p.add_argument(
+        "--window", nargs=2, type=float, metavar=("LO", "HI"),
+        help="overlay intensity window (default: a CT plan's HU window, else the 0.5-99.5 percentiles)",
+    )  # fmt: skip
     p.add_argument(
         "--save-probabilities", "--save_probabilities", action="store_true",
         help="also write <case>.npz with the class probabilities (nnU-Net's layout)",
