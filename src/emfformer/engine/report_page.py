@@ -46,11 +46,12 @@ background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.7
 .swatch{display:inline-block;width:1.1em;height:1.1em;border-radius:3px;border:1px solid var(--line)}
 .swatch.outline{background:transparent!important;border:2px solid var(--fg)}
 """
-# after load, writes on <body>: images decoded / total, the page's scroll width and the window's width,
+# after load, writes on <body>: images decoded / total, the page's scroll width and height, the window's width,
 # so a headless browser's --dump-dom shows whether the page renders (tests/engine/test_html_report.py)
 _LOADED_JS = """window.addEventListener('load',()=>{const i=[...document.images],b=document.body.dataset;
 b.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;
-b.scrollWidth=document.documentElement.scrollWidth;b.innerWidth=window.innerWidth;
+const d=document.documentElement;b.scrollWidth=d.scrollWidth;b.scrollHeight=d.scrollHeight;
+b.innerWidth=window.innerWidth;
 b.legends=document.querySelectorAll('.legend').length;});"""
 
 
