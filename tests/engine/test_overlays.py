@@ -108,6 +108,8 @@ def test_prediction_only_figure_and_bad_shapes() -> None:
     fig = overlay_figure(image, pred, ["bg", "A", "B"], title="x.nii.gz")
     assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B"]
     assert fig.texts[0].get_text().startswith("x.nii.gz: slices along")
+    flat = overlay_figure(image[..., :1], pred[..., :1], ["bg", "A", "B"])  # a 2D image: one panel
+    assert len([ax for ax in flat.axes if ax.images]) == 1 == len(flat.axes)
     with pytest.raises(ValueError, match="share one 3D shape"):
         overlay_figure(image, pred[:-1], ["bg", "A", "B"])
 

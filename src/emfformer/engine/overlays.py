@@ -153,7 +153,7 @@ def overlay_figure(
     title: str | None = None,
     legend: bool = True,
 ) -> Figure:
-    """A row of `N_SLICES` slices of ``image`` (X, Y, Z) with the labels ``pred`` (X, Y, Z) drawn on it.
+    """A row of `N_SLICES` slices (fewer in a thinner volume) of ``image`` (X, Y, Z), ``pred`` (X, Y, Z) on it.
 
     ``truth`` (X, Y, Z): draw an error map against it. ``spacing`` (mm per voxel): each panel keeps the
     physical aspect ratio. ``window``: (low, high) display intensities (default: `display_window`).
@@ -169,9 +169,10 @@ def overlay_figure(
     cols, rows = (a for a in range(3) if a != axis)  # the plane's axes: columns, then rows (after .T)
     aspect = float(spacing[rows]) / float(spacing[cols])  # height / width of one pixel
     panel_h = float(np.clip(2.3 * aspect * image.shape[rows] / image.shape[cols], 0.8, 3.6))
-    fig = Figure(figsize=(2.5 * N_SLICES, panel_h + 0.7 + 0.3 * legend),
+    n_cols = min(N_SLICES, image.shape[axis])  # a 2D image (one slice) gets one panel, not 4 empty ones
+    fig = Figure(figsize=(2.5 * max(n_cols, 2), panel_h + 0.7 + 0.3 * legend),
                  facecolor=BACKGROUND, layout="constrained")  # fmt: skip
-    axes = fig.subplots(1, N_SLICES, squeeze=False)[0]
+    axes = fig.subplots(1, n_cols, squeeze=False)[0]
     for ax, k in zip(axes, picks, strict=False):
         ax.imshow(_plane(image, axis, k), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect,
                   interpolation="nearest")  # fmt: skip
