@@ -119,7 +119,7 @@ def _predict(args: argparse.Namespace) -> int:
     written = run_prediction(
         args.input, args.out, args.checkpoint, args.overlays, args.device, args.bf16, tta=args.tta,
         exported=args.onnx, engine=args.engine, fast=args.fast, save_probabilities=args.save_probabilities,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, window=args.window,
     )  # fmt: skip
     print(f"Wrote {len(written)} label file(s) to {args.out}")
     return 0

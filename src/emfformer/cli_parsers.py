@@ -121,6 +121,10 @@ def _predict(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays to OUT/overlays/")
     p.add_argument(
+        "--window", nargs=2, type=float, metavar=("LO", "HI"),
+        help="overlay intensity window (default: a CT plan's HU window, else the 0.5-99.5 percentiles)",
+    )  # fmt: skip
+    p.add_argument(
         "--save-probabilities", "--save_probabilities", action="store_true",
         help="also write <case>.npz with the class probabilities (nnU-Net's layout)",
     )  # fmt: skip
@@ -164,7 +168,9 @@ def _pack(sub: Any) -> argparse.ArgumentParser:
 
 def _report(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page: results, curves, bench plots, overlays")
-    p.add_argument("runs", nargs="+", help="run folders, evaluation folders and/or bench folders")
+    p.add_argument(
+        "runs", nargs="+", help="run folders, evaluation folders (evaluate --out) and/or bench folders"
+    )
     _add_out_arg(p, "the .html file to write", required=True)
     p.add_argument("--data", help="dataset folder for the overlays (default: the one the evaluation used)")
     p.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no data needed)")

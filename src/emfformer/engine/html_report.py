@@ -1,150 +1,177 @@
-"""One self-contained HTML page for run folders: results table, curves, bench plots and overlays.
+"""One self-contained HTML page about run, evaluation and bench folders, to send to a colleague.
 
-``emfformer report RUN_DIR... -o report.html`` reads what train / evaluate / bench wrote (``log.csv``,
-``curves.png``, ``eval_*/metrics.json`` + ``per_case.csv``, ``bench.json`` + PNGs) and, for each
-evaluation, segments its best, median and worst case again to draw prediction-vs-ground-truth overlays
-of several slices. Every image is embedded (base64), so the page is one file that opens anywhere.
+``emfformer report FOLDER... -o report.html`` takes run folders (``train``: ``config.yaml``,
+``log.csv``, ``curves.png``, ``eval_*/``), evaluation folders (``evaluate --out``: ``metrics.json``,
+``per_case.csv``, ``summary.md``) and bench folders (``bench.json``, ``bench.md``, PNGs), several of
+either. The page: where and with what it was written, one results table over every evaluation,
+then per folder its metadata (report_meta.py), training curves, per-case plots (report_plots.py),
+overlays of the best, median and worst case (report_cases.py, overlays.py) and the bench tables
+rendered from ``bench.md`` (md_tables.py). Images are embedded, so the page is one file
+(report_page.py: the style sheet and element builders).
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import io
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-
-from ..data.acdc import read_acdc
-from ..data.cases import DataError, load_volume
-from ..data.locate import read_dataset
-from ..guard import HTML_MARKER, check_output
+from ..data.cases import DataError
+from ..guard import check_output
 from ..io import atomic_write_text
-from .checkpoint import load_members
-from .inference import predict_volume, resolve_device
+from .md_tables import markdown_to_html
+from .overlays import legend_entries, overlay_figure
+from .report_cases import drawn_cases, pick_cases
+from .report_meta import folder_metadata, report_environment
+from .report_page import figure_png, file_img, img, key_values, legend, page
+from .report_plots import per_case_figure, read_per_case
 
 __all__ = ["write_html_report", "pick_cases"]
 
 log = logging.getLogger(__name__)
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}
-th{background:#eee}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:4px 0}
-.note{color:#555}"""
-# sets data-images-loaded on <body> once every image decoded: lets a headless browser check the page
-_LOADED_JS = """window.addEventListener('load',()=>{const i=[...document.images];
-document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
+Evaluation = tuple[str, Path, dict[str, Any]]  # (name in the table, folder, metrics.json)
+_ERROR_NOTE = (
+    "Each case shows 5 slices spread over the structure, along the axis whose slices hold the most "
+    "foreground voxels. Fill: prediction that agrees with the ground truth, in its class colour; "
+    "outline: the ground truth, in its class colour; magenta: false positive (predicted foreground the "
+    "truth does not have, a wrong class included); cyan: false negative (truth foreground predicted as "
+    "background)."
+)
 
 
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _evaluations(folder: Path) -> list[Evaluation]:
+    """The evaluations of ``folder``: itself (``evaluate --out``) or its ``eval_*/`` subfolders."""
+    files = (
+        [folder / "metrics.json"]
+        if (folder / "metrics.json").is_file()
+        else sorted(folder.glob("eval_*/metrics.json"))
+    )
+    out = []
+    for f in files:
+        try:
+            metrics = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{f} is not readable JSON ({exc}); was it written by emfformer evaluate?"
+            ) from exc
+        if not isinstance(metrics, dict) or not {"summary", "class_names"} <= set(metrics):
+            raise ValueError(
+                f"{f} is no evaluation report (no summary / class_names): not from emfformer evaluate"
+            )
+        name = folder.name if f.parent == folder else f"{folder.name} / {f.parent.name}"
+        out.append((name, f.parent, metrics))
+    return out
 
 
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+def _curves(folder: Path) -> list[Path]:
+    """Training curves of the folder, or of its member runs (an ensemble folder's ``axis*/``)."""
+    own = folder / "curves.png"
+    return [own] if own.is_file() else sorted(folder.glob("*/curves.png"))
 
 
-def _file_img(path: Path, alt: str) -> str:
-    return _img(base64.b64encode(path.read_bytes()).decode("ascii"), alt) if path.is_file() else ""
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
 
 
-def pick_cases(per_case_csv: Path, class_names: Sequence[str]) -> list[tuple[str, str, float]]:
-    """(label, case id, mean foreground Dice) of the best, median and worst case of an evaluation."""
-    with open(per_case_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    fg = [f"dice_{c}" for c in class_names[1:]]
-    scored = []
-    for r in rows:
-        values = [float(r[k]) for k in fg if r.get(k) not in (None, "", "nan")]
-        if values:
-            scored.append((float(np.mean(values)), r["case_id"]))
-    if not scored:
-        return []
-    scored.sort()
-    picks = {"worst": scored[0], "median": scored[len(scored) // 2], "best": scored[-1]}
-    return [(name, case, score) for name, (score, case) in picks.items()]
-
-
-def _overlay_figure(
-    image: np.ndarray, label: np.ndarray, pred: np.ndarray, axis: int, n_classes: int
-) -> Figure:
-    """Rows: ground truth, prediction; columns: the slices with the most ground-truth foreground."""
-    img, lab, prd = (np.moveaxis(a, axis, 0) for a in (image, label, pred))
-    fg = lab.reshape(len(lab), -1).astype(bool).sum(1)
-    order = np.argsort(fg)[::-1]
-    picks = sorted(order[: min(3, len(order))].tolist())
-    fig = Figure(figsize=(2.6 * len(picks), 5.4))
-    axes = fig.subplots(2, len(picks), squeeze=False)
-    cmap = colormaps["tab10"].resampled(max(n_classes, 2))
-    for col, k in enumerate(picks):
-        for row, (name, lbl) in enumerate((("ground truth", lab), ("prediction", prd))):
-            ax = axes[row][col]
-            ax.imshow(img[k].T, cmap="gray", origin="lower")
-            ax.imshow(np.ma.masked_equal(lbl[k].T, 0), cmap=cmap, vmin=0, vmax=max(n_classes - 1, 1),
-                      alpha=0.45, origin="lower")  # fmt: skip
-            ax.set_title(f"{name}, slice {k}", fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None, device: str = "cpu") -> str:
-    """HTML with overlays of the best/median/worst case of one evaluation ('' when data is missing)."""
-    extra, class_names = metrics["extra"], metrics["class_names"]
-    picks = pick_cases(eval_dir / "per_case.csv", class_names)
-    root = data_dir or extra.get("data_dir")
-    checkpoints = extra["checkpoint"] if isinstance(extra["checkpoint"], list) else [extra["checkpoint"]]
-    try:
-        if root is None:
-            raise DataError("no data folder recorded")
-        kind = extra.get("dataset_kind", "msd")  # how the evaluation read its data (hippocampus | acdc | msd)
-        if extra.get("part") == "external_test":
-            info = read_acdc(Path(root), "testing", require_labels=False)  # scored frames are labelled
+def _results_table(evals: list[Evaluation]) -> str:
+    """One table over every evaluation; a column per class when all share their classes."""
+    shared = all(m["class_names"] == evals[0][2]["class_names"] for _, _, m in evals)
+    fg = evals[0][2]["class_names"][1:] if shared else []
+    head = ["run / evaluation", "data", "cases", "fg Dice %", "fg mIoU %", "HD95 mm"]
+    head += [f"Dice {c} %" for c in fg] if shared else ["per-class Dice %"]
+    rows = []
+    for name, _, m in evals:
+        s, extra = m["summary"], m.get("extra", {})
+        hd = s.get("hd95_fg_mm")
+        data = " ".join(
+            str(v) for v in (m.get("dataset"), extra.get("part"), "TTA" if extra.get("tta") else None) if v
+        )
+        cells = [name, data, str(s["num_cases"]), _pct(s["mean_dice_fg"]), _pct(s["miou_fg"]),
+                 "–" if hd is None else f"{hd:.2f}"]  # fmt: skip
+        per_class = s["per_class"]
+        if shared:
+            cells += [f"{_pct(per_class[c]['dice'])} ± {_pct(per_class[c].get('dice_std'))}" for c in fg]
         else:
-            info = read_dataset(kind, Path(root), check=False)
-        cases = {c.case_id: c for c in info.cases}
-        members = load_members(checkpoints, resolve_device(device))[0]
-    except (DataError, ValueError, OSError) as exc:
+            cells.append(
+                ", ".join(f"{c} {_pct(v['dice'])}" for c, v in per_class.items() if c != m["class_names"][0])
+            )
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    note = '<p class="note">3D volumes; Dice and mIoU over foreground classes; ± is the std over cases.</p>'
+    return f'<div class="table-wrap"><table><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{note}'
+
+
+def _overlays(eval_dir: Path, metrics: dict[str, Any], data_dir: str | None, device: str) -> str:
+    """Legend and the best/median/worst overlays of one evaluation (a note when data is missing)."""
+    class_names = metrics["class_names"]
+    parts = [legend(legend_entries(class_names, errors=True), outline="outline: ground truth"),
+             f'<p class="note">{_ERROR_NOTE}</p>']  # fmt: skip
+    try:
+        for case in drawn_cases(eval_dir, metrics, data_dir, device):
+            fig = overlay_figure(case.image, case.pred, class_names, truth=case.truth, spacing=case.spacing,
+                                 window=case.window, legend=False)  # fmt: skip
+            parts.append(
+                f"<h4>{case.pick}: {html.escape(case.case_id)} (fg Dice {100 * case.dice_fg:.2f} %)</h4>"
+            )
+            parts.append(img(figure_png(fig), f"{case.pick} case {case.case_id}"))
+    except (DataError, ValueError, OSError, KeyError) as exc:
         log.warning("no overlays for %s: %s", eval_dir, exc)
-        return f'<p class="note">No overlays: {html.escape(str(exc))} (pass --data).</p>'
-    parts = []
-    for name, case_id, score in picks:
-        vol = load_volume(cases[case_id])
-        with torch.inference_mode():
-            pred = predict_volume(members, vol.image, tta=bool(extra.get("tta", False)), affine=vol.affine)
-        first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]  # the first channel is shown
-        fig = _overlay_figure(first, vol.label, pred, members[0][1].slice_axis % 3, len(class_names))
-        parts.append(f"<h4>{name}: {html.escape(case_id)} (fg Dice {100 * score:.2f} %)</h4>")
-        parts.append(_img(_png(fig), f"{name} case {case_id}"))
+        parts.append(f'<p class="note">No overlays: {html.escape(str(exc))} (pass --data).</p>')
     return "\n".join(parts)
 
 
-def _results_rows(evals: list[tuple[str, Path, dict[str, Any]]]) -> str:
-    head = "<tr><th>run / evaluation</th><th>cases</th><th>fg Dice %</th><th>fg mIoU %</th><th>HD95 mm</th>"
-    head += "<th>per-class Dice %</th></tr>"
-    rows = [head]
-    for name, _, m in evals:
-        s = m["summary"]
-        per_class = ", ".join(
-            f"{c} {100 * v['dice']:.2f}" for c, v in s["per_class"].items() if c != m["class_names"][0]
+def _evaluation_section(
+    name: str, eval_dir: Path, metrics: dict[str, Any], data_dir: str | None, overlays: bool, device: str
+) -> str:
+    s = metrics["summary"]
+    body = [f"<h3>{html.escape(name)}</h3>",
+            f'<p>{s["num_cases"]} cases: fg Dice {_pct(s["mean_dice_fg"])} %, fg mIoU {_pct(s["miou_fg"])} %.</p>']  # fmt: skip
+    per_case = eval_dir / "per_case.csv"
+    if per_case.is_file():
+        values = read_per_case(per_case, metrics["class_names"])
+        body.append(
+            img(figure_png(per_case_figure(values, s["num_cases"])), f"{name} per-case Dice and HD95")
         )
-        hd = s.get("hd95_fg_mm")
-        rows.append(
-            f"<tr><td>{html.escape(name)}</td><td>{s['num_cases']}</td><td>{100 * s['mean_dice_fg']:.2f}</td>"
-            f"<td>{100 * s['miou_fg']:.2f}</td><td>{'–' if hd is None else f'{hd:.2f}'}</td>"
-            f"<td>{html.escape(per_class)}</td></tr>"
-        )
-    return "<table>" + "".join(rows) + "</table>"
+        if overlays:
+            body.append("<h4>Best, median and worst case</h4>")
+            body.append(_overlays(eval_dir, metrics, data_dir, device))
+    return "\n".join(body)
+
+
+def _bench_section(folder: Path) -> str:
+    body = ["<h3>Benchmark</h3>"]
+    plots = "".join(file_img(p, p.stem.replace("_", " ")) for p in sorted(folder.glob("*.png")))
+    body.append(f'<div class="grid">{plots}</div>')
+    if (folder / "bench.md").is_file():
+        body.append(markdown_to_html((folder / "bench.md").read_text(encoding="utf-8"), heading_shift=3))
+    return "\n".join(body)
+
+
+def _folder_section(
+    folder: Path, evals: list[Evaluation], data_dir: str | None, overlays: bool, device: str
+) -> str:
+    body = [
+        f"<h2>{html.escape(folder.name or str(folder))}</h2>",
+        f'<p class="muted">{html.escape(str(folder))}</p>',
+    ]
+    body.append(key_values(folder_metadata(folder, [(e, m) for _, e, m in evals])))
+    curves = _curves(folder)
+    if curves:  # an ensemble's member runs side by side
+        cells = [
+            (f"<div><h4>{html.escape(p.parent.name)}</h4>" if p.parent != folder else "<div>")
+            + file_img(p, f"{p.parent.name} training curves")
+            + "</div>"
+            for p in curves
+        ]
+        body.append(f'<h3>Training curves</h3><div class="grid">{"".join(cells)}</div>')
+    body += [_evaluation_section(name, e, m, data_dir, overlays, device) for name, e, m in evals]
+    if (folder / "bench.json").is_file():
+        body.append(_bench_section(folder))
+    return "\n".join(body)
 
 
 def write_html_report(
@@ -155,44 +182,37 @@ def write_html_report(
     overwrite: bool = False,
     device: str = "cpu",
 ) -> Path:
-    """Write one self-contained HTML page about ``run_dirs`` (run folders and/or bench folders).
+    """Write one self-contained HTML page about ``run_dirs`` (run, evaluation and/or bench folders).
 
+    ``data_dir``: the dataset of the overlays (default: the one each evaluation recorded); ``device``:
+    where the overlays' cases are segmented again.
     ``overwrite``: replace an existing ``out`` that is not an emfformer report (never a run's own file).
 
     Raises:
         ValueError: a folder does not exist or holds nothing to report, or ``out`` is a file of a run
             folder or an existing file that no report wrote (without ``overwrite``).
     """
-    out = Path(out)
-    inputs = [p for run in map(Path, run_dirs) if run.is_dir() for p in run.rglob("*") if p.is_file()]
+    out, folders = Path(out), [Path(p) for p in run_dirs]
+    inputs = [p for run in folders if run.is_dir() for p in run.rglob("*") if p.is_file()]
     check_output(out, "html", inputs, overwrite)  # never destroy (guard.py): before any work
-    sections, evals = [], []
-    for run in map(Path, run_dirs):
-        if not run.is_dir():
-            raise ValueError(f"{run} is not a folder; give run folders (from train) or bench folders")
-        found = sorted(run.glob("eval_*/metrics.json"))
-        has_bench = (run / "bench.json").is_file()
-        if not found and not has_bench and not (run / "curves.png").is_file():
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
             raise ValueError(
-                f"{run} holds no curves.png, eval_*/metrics.json or bench.json: nothing to report"
+                f"{folder} is not a folder; give run, evaluation (evaluate --out) or bench folders"
             )
-        body = [f"<h2>{html.escape(str(run))}</h2>", _file_img(run / "curves.png", f"{run} training curves")]
-        for metrics_file in found:
-            metrics = json.loads(metrics_file.read_text())
-            evals.append((f"{run.name} / {metrics_file.parent.name}", metrics_file.parent, metrics))
-            body.append(f"<h3>{html.escape(metrics_file.parent.name)}: best, median and worst case</h3>")
-            if overlays and (metrics_file.parent / "per_case.csv").is_file():
-                body.append(_overlays(metrics_file.parent, metrics, data_dir, device))
-        if has_bench:
-            body += [_file_img(p, p.stem) for p in sorted(run.glob("*.png"))]
-            if (run / "bench.md").is_file():
-                body.append(f"<pre>{html.escape((run / 'bench.md').read_text())}</pre>")
-        sections.append("\n".join(body))
-    table = _results_rows(evals) if evals else '<p class="note">No evaluations found.</p>'
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{HTML_MARKER}<title>emfformer report</title>"
-        f"<style>{_STYLE}</style><script>{_LOADED_JS}</script></head><body>"
-        f"<h1>emfformer report</h1><h2>Results (3D volumes)</h2>{table}{''.join(sections)}</body></html>"
-    )
-    atomic_write_text(out, page)
+        evals = _evaluations(folder)
+        if not evals and not (folder / "bench.json").is_file() and not _curves(folder):
+            raise ValueError(
+                f"{folder} holds no metrics.json, eval_*/metrics.json, curves.png or bench.json: nothing to report"
+            )
+        found.append((folder, evals))
+    every = [e for _, evals in found for e in evals]
+    table = _results_table(every) if every else '<p class="note">No evaluations found.</p>'
+    sections = [_folder_section(folder, evals, data_dir, overlays, device) for folder, evals in found]
+    body = (
+        "<h1>emfformer report</h1>" + key_values(report_environment())
+        + f"<h2>Results</h2>{table}" + "".join(sections)
+    )  # fmt: skip
+    atomic_write_text(out, page("emfformer report", body))
     return out

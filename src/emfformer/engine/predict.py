@@ -1,7 +1,7 @@
 """Prediction: scan file(s) in -> label file(s) out, same names, format, shape, affine and header.
 
 All inputs are checked before anything is written (no partial output on bad input); each output is
-written atomically. Optional PNG overlays show the image with the predicted labels.
+written atomically. Optional PNG overlays show the image with the predicted labels (overlays.py).
 """
 
 from __future__ import annotations
@@ -124,27 +124,25 @@ def _check_input(case: Case, members: list[Member]) -> None:
 
 
 def save_overlay(
-    image: np.ndarray, labels: np.ndarray, path: Path, num_classes: int, slice_axis: int = 2
+    image: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    class_names: Sequence[str],
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    window: tuple[float, float] | None = None,
+    title: str | None = None,
 ) -> None:
-    """PNG of up to 3 slices (those with the most foreground) with the labels drawn over the image."""
-    from matplotlib import colormaps  # imported here: only --overlays needs matplotlib (0.3 s)
-    from matplotlib.figure import Figure
+    """PNG of 5 slices spread over the predicted structure with the labels and a legend (overlays.py).
 
-    img, lab = np.moveaxis(image, slice_axis, 0), np.moveaxis(labels, slice_axis, 0)
-    fg = lab.reshape(len(lab), -1).astype(bool).sum(1)
-    picks = sorted(np.argsort(fg)[::-1][:3].tolist()) if fg.any() else [len(lab) // 2]
-    fig = Figure(figsize=(3.2 * len(picks), 3.4))
-    axes = fig.subplots(1, len(picks), squeeze=False)
-    cmap = colormaps["tab10"].resampled(max(num_classes, 2))
-    for ax, k in zip(axes[0], picks, strict=True):
-        ax.imshow(img[k].T, cmap="gray", origin="lower")
-        masked = np.ma.masked_equal(lab[k].T, 0)
-        ax.imshow(masked, cmap=cmap, vmin=0, vmax=max(num_classes - 1, 1), alpha=0.45, origin="lower")
-        ax.set_title(f"slice {k}")
-        ax.axis("off")
-    fig.tight_layout()
+    ``window``: (low, high) display intensities (default: robust percentiles of ``image``).
+    """
+    from .overlays import overlay_figure  # imported here: only --overlays needs matplotlib (0.3 s)
+
+    fig = overlay_figure(image, labels, class_names, spacing=spacing, window=window, title=title)
     meta = {PNG_KEY: "emfformer overlay"}  # the never-destroy marker (guard.py)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=meta))
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=meta, facecolor=fig.get_facecolor())
+    )
 
 
 class SkippedInputs(DataError):
@@ -165,8 +163,8 @@ def _save_probabilities(scores: np.ndarray, path: Path, png: bool = False) -> No
 
 
 def _segment(
-    case: Case, out: Path, members: list, num_classes: int, tta: bool, bf16: bool, overlays: bool,
-    probabilities: bool = False,
+    case: Case, out: Path, members: list, class_names: list[str], tta: bool, bf16: bool, overlays: bool,
+    probabilities: bool = False, window: Sequence[float] | None = None,
 ) -> Path:  # fmt: skip
     """Segment one case and write its label volume (and overlay, probabilities) atomically."""
     f, name = Path(case.image), _output_name(case)
@@ -174,7 +172,7 @@ def _segment(
     with torch.inference_mode():
         scores = predict_scores(members, vol.image, bf16=bf16, tta=tta, affine=vol.affine, warn=True)
     labels = scores.argmax(axis=0).astype(np.int16)
-    dtype = np.uint8 if num_classes <= 256 else np.int16
+    dtype = np.uint8 if len(class_names) <= 256 else np.int16
     if f.name.lower().endswith(PNG_SUFFIXES):
         path = atomic_write(out / name, lambda tmp: write_png_labels(labels, tmp), suffix=".png")
     elif f.name.lower().endswith(ITK_SUFFIXES):  # the input's own format and ITK geometry
@@ -191,8 +189,12 @@ def _segment(
     if probabilities:  # after the labels: a label that cannot be written leaves no orphan .npz
         _save_probabilities(scores, out / f"{case.case_id}.npz", png=f.name.lower().endswith(PNG_SUFFIXES))
     if overlays:  # named after the whole file name: x.nii and x.nii.gz do not share an overlay
-        first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]
-        save_overlay(first, labels, out / "overlays" / f"{name}.png", num_classes, members[0][1].slice_axis)
+        from .overlays import display_window
+
+        first = vol.image if vol.image.ndim == 3 else vol.image[..., 0]  # the first channel is shown
+        # a CT plan's HU window, unless --window overrides it
+        shown = display_window(first, members[0][1].normalization, window)
+        save_overlay(first, labels, out / "overlays" / f"{name}.png", class_names, vol.spacing, shown, name)
     return path
 
 
@@ -242,6 +244,16 @@ def _checked_output(out: Path, files: list[Path]) -> Path:
     return out
 
 
+def _check_window(window: Sequence[float] | None, overlays: bool) -> None:
+    """Refuse a ``window`` without overlays (it would do nothing) or one that is no LO < HI pair."""
+    if window is None:
+        return
+    if not overlays:
+        raise ValueError("--window sets the overlays' intensities: add --overlays (or drop --window)")
+    if len(window) != 2 or not float(window[0]) < float(window[1]):
+        raise ValueError(f"--window takes LO HI with LO < HI, got {list(window)}")
+
+
 def run_prediction(
     inputs: str | Path,
     out_dir: str | Path,
@@ -256,6 +268,7 @@ def run_prediction(
     fast: bool = False,
     save_probabilities: bool = False,
     overwrite: bool = False,
+    window: Sequence[float] | None = None,
 ) -> list[Path]:
     """Segment every input volume; returns the written label files.
 
@@ -272,7 +285,9 @@ def run_prediction(
 
     Outputs keep the input file names (without nnU-Net's ``_0000`` channel suffix), shapes, affines and
     headers (data type set to uint8/int16).
-    With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``. Every input is checked first; in
+    With ``overlays``, PNGs go to ``out_dir/overlays/<file name>.png``: 5 slices spread over the
+    predicted structure, intensities in ``window`` (LO, HI), by default a CT plan's HU window, else the
+    scan's 0.5-99.5 percentiles. Every input is checked first; in
     a folder, bad files are skipped (one warning each), the good ones segmented, and then
     `SkippedInputs` names the skipped files.
 
@@ -290,6 +305,7 @@ def run_prediction(
         raise ValueError(f"engine must be torch or onnxruntime, got {engine!r}")
     if fast and tta:
         raise ValueError("--fast runs without mirror TTA; drop --tta (or --fast)")
+    _check_window(window, overlays)
     if exported is not None:  # an ONNX / TorchScript file from `emfformer export`: same pre/post-processing
         members, class_names, recommended = load_exported(exported)
     else:
@@ -299,7 +315,6 @@ def run_prediction(
         members, tta = members[:1], False
     if engine == "onnxruntime" and exported is None:
         members = onnx_members(members)
-    num_classes = len(class_names)
     tta = recommended if tta is None else tta
     good, bad = [], []
     cases = group_channels(files, members[0][1].channels)
@@ -318,7 +333,7 @@ def run_prediction(
         )
     written = _write_all(
         good, out, progress,
-        lambda c: _segment(c, out, members, num_classes, tta, bf16, overlays, save_probabilities),
+        lambda c: _segment(c, out, members, class_names, tta, bf16, overlays, save_probabilities, window),
     )  # fmt: skip
     if bad:
         raise SkippedInputs(
