@@ -62,6 +62,15 @@ def test_run_checkpoints_pack_into_one_ensemble(trained_run: Path, tmp_path: Pat
     assert out.stat().st_size < (trained_run / "best.pt").stat().st_size * 2
 
 
+def test_checkpoints_record_where_they_were_trained_and_packs_keep_it(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    env = load_checkpoint(trained_run / "best.pt")["environment"]
+    assert env["torch"] == torch.__version__ and env["python"] and env["machine"]
+    pack_ensemble([trained_run / "best.pt"], tmp_path / "ens.pt")
+    assert load_checkpoint(tmp_path / "ens.pt")["members"][0]["environment"] == env
+
+
 def test_packing_a_checkpoint_twice_is_refused(trained_run: Path, tmp_path: Path) -> None:
     best = trained_run / "best.pt"
     with pytest.raises(ValueError, match="is given twice"):

@@ -98,6 +98,7 @@ def test_report_renders_at_1400_px_without_overflow(
         "worst",
         "recipe",
         "trained with",
+        "trained on",  # the training machine and versions, recorded in the checkpoint
         "emfformer",
         "torch",
     ):

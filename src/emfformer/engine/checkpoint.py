@@ -14,8 +14,10 @@ tensors and plain Python values only, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import platform
 import shutil
 import zipfile
 from collections.abc import Callable, Sequence
@@ -60,11 +62,25 @@ INFERENCE_KEYS = (
     "splits",
     "plan",  # the dataset's plan: channel names (a bundle's modality), normalisation, class frequencies
     "emfformer_version",
+    "environment",  # where it was trained: torch, python, machine (the report's run metadata)
 )
 # plain numpy arrays (RNG state in checkpoints of emfformer 0.1): data only, no code paths
 _NUMPY_GLOBALS: list[Any] = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np_multiarray._reconstruct]
 # pretrained weights shipped inside the package: name -> file in emfformer/weights/
 SHIPPED = {"hippocampus": "hippocampus.pt", "left-atrium": "left_atrium.pt", "left_atrium": "left_atrium.pt"}
+
+
+def environment() -> dict[str, str]:
+    """Where this process runs: torch and python versions, OS and CPU (or GPU) name."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"torch": str(torch.__version__), "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()}, {gpu or cpu}"}  # fmt: skip
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -76,7 +92,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     kind = "ensemble" if "members" in state else "checkpoint"  # the never-destroy marker (guard.py)
-    full = {**state, "emfformer_version": __version__, KIND_KEY: kind}
+    # a state that already records where it was made (a resumed run's, a member's) keeps it
+    full = {"environment": environment(), **state, "emfformer_version": __version__, KIND_KEY: kind}
     return _write_checkpoint(path, lambda tmp: torch.save(full, tmp))
 
 

@@ -153,6 +153,14 @@ def folder_metadata(
             ("checkpoint", f"epoch {first.get('epoch', '?')}, TTA {'on' if extra.get('tta') else 'off'}")
         )
         pairs.append(("trained with", f"emfformer {first.get('emfformer_version', '?')}"))
+        env = first.get("environment") or states[0].get("environment")
+        if env:  # checkpoints from before this key: unknown
+            pairs.append(
+                (
+                    "trained on",
+                    f"{env.get('machine', '?')}; torch {env.get('torch', '?')}, python {env.get('python', '?')}",
+                )
+            )
     if extra.get("predictions"):
         pairs.append(("scored", f"{extra['predictions']} against {extra.get('labels', '?')}"))
     pairs += _bench_pairs(folder)
