@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The peer comparison (docs/results.md, "Peers"): every model of --models trained with one shared recipe
+# The peer comparison (issue 22; its table goes to docs/results.md): every model of --models trained with one shared recipe
 # (--config) for each seed, then scored on the test part. Re-running skips what is done (resumable).
 #
 #   bash scripts/compare_peers.sh --data DIR --config configs/compare_hippocampus.yaml [--seeds "0 1 2"]

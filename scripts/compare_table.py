@@ -61,9 +61,10 @@ def _bench(path: Path | None) -> dict[str, dict[str, Any]]:
             "latency_ms": row.get("latency_ms"), "size": row.get("size"),
             "throughput": row.get("throughput_img_s"), "engine": "eager", "mem": {},
         }  # fmt: skip
-    for row in report.get("scaling", []):
-        if row.get("status") == "ok" and row["label"] in facts:
-            facts[row["label"]]["mem"][int(row["size"])] = row["mem_train_mib"]
+    for label, points in report.get("scaling", {}).items():  # label -> one point per side
+        for row in points:
+            if row.get("status") == "ok" and label in facts and row.get("mem_train_mib"):
+                facts[label]["mem"][int(row["size"])] = row["mem_train_mib"]
     for row in report.get("engines", []):
         f = facts.get(row["label"])
         if (

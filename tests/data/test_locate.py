@@ -43,7 +43,7 @@ def test_missing_everywhere(env: Path) -> None:
         resolve_data_dir("acdc")
     msg = str(err.value)
     assert "--data DIR" in msg and "EMFFORMER_DATA" in msg
-    assert "emfformer download acdc --to" in msg and str(env / "cache" / "ACDC") in msg
+    assert "emfformer download acdc -o" in msg and str(env / "cache" / "ACDC") in msg
     with pytest.raises(DataError, match="no download"):
         resolve_data_dir("msd")
     with pytest.raises(ValueError, match="dataset must be one of"):

@@ -107,3 +107,29 @@ def test_a_numtraining_that_disagrees_is_a_warning(mri2: Path, caplog: pytest.Lo
         info = read_msd_dataset(mri2)
     assert len(info.cases) == 5
     assert "says numTraining 9, but labelsTr holds 5 labelled case(s)" in caplog.text
+
+
+def test_one_channel_images_without_the_channel_suffix_are_cases(tmp_path: Path) -> None:
+    # case ids that end in 4 digits, images without _0000: each image is its case's (not "unlabelled")
+    root = tmp_path / "Dataset003_Plain"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        nib.save(
+            nib.Nifti1Image(rng.random((8, 8, 3)).astype(np.float32), np.eye(4)),
+            root / "imagesTr" / f"case_{i:04d}.nii.gz",
+        )
+        nib.save(
+            nib.Nifti1Image((rng.random((8, 8, 3)) > 0.5).astype(np.int16), np.eye(4)),
+            root / "labelsTr" / f"case_{i:04d}.nii.gz",
+        )
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "fg": 1},
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    info = read_msd_dataset(root)
+    assert [c.case_id for c in info.cases] == ["case_0000", "case_0001", "case_0002"]

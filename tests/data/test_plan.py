@@ -50,11 +50,11 @@ def test_plan_rules(fp, axis: int, side: int, batch: int, schemes: list[str]) ->
         assert plan["normalization"][0]["use_mask"] is True
 
 
-@pytest.mark.parametrize(("axis", "side"), [(0, 96), (1, 240), (2, 240)])
+@pytest.mark.parametrize(("axis", "side"), [(0, 96), (1, 240), (2, 240), (-3, 96)])
 def test_a_hand_set_slice_axis_gets_a_patch_planned_for_its_planes(axis: int, side: int) -> None:
     # 240 x 90 x 60 voxels: slices across axis 0 are 90 x 60 (a 96 patch), across the others 240 long
     plan = make_plan(_fp((240, 90, 60), (1, 1, 1)), stride=16, slice_axis=axis)
-    assert (plan["slice_axis"], plan["patch_size"]) == (axis, side)
+    assert (plan["slice_axis"], plan["patch_size"]) == (axis % 3, side)
     with pytest.raises(DataError, match="slice_axis must be 0, 1, 2"):
         make_plan(_fp((240, 90, 60), (1, 1, 1)), slice_axis=3)
 

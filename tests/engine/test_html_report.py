@@ -138,6 +138,10 @@ def test_report_of_scored_predictions_draws_them_on_the_scans(msd_phantom: Path,
 def test_report_without_data_still_writes_the_table(evaluated_run: Path, tmp_path: Path) -> None:
     out = write_html_report([evaluated_run], tmp_path / "r.html", overlays=False)
     assert "fg Dice" in out.read_text() and 'class="legend"' not in out.read_text()
+    both = write_html_report(
+        [evaluated_run, evaluated_run / "eval_test"], tmp_path / "r2.html", overlays=False
+    )
+    assert both.read_text().count("eval_test</h3>") == 1  # a run and its evaluation folder: reported once
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="nothing to report"):
         write_html_report([tmp_path / "empty"], tmp_path / "x.html")

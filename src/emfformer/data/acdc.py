@@ -53,7 +53,7 @@ def acdc_base(root: Path) -> Path:
     raise DataError(
         f"No ACDC dataset at {root}: expected {root}/training/patientXXX/ and/or {root}/testing/patientXXX/ "
         "(the official archive unpacks to database/training and database/testing). Get ACDC with "
-        "`emfformer download acdc --to DIR` or from https://www.creatis.insa-lyon.fr/Challenge/acdc/."
+        "`emfformer download acdc -o DIR` or from https://www.creatis.insa-lyon.fr/Challenge/acdc/."
     )
 
 

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 DATASETS: tuple[str, ...] = ("hippocampus", "acdc", "msd")
-# Folder name of each downloadable dataset inside the cache folder (and under `download --to DIR`).
+# Folder name of each downloadable dataset inside the cache folder (and under `download -o DIR`).
 DATASET_FOLDERS: dict[str, str] = {"hippocampus": "Task04_Hippocampus", "acdc": "ACDC"}
 DATA_ENV = "EMFFORMER_DATA"
 CACHE_ENV = "EMFFORMER_CACHE"
@@ -78,7 +78,7 @@ def resolve_data_dir(dataset: str, data: str | Path | None = None) -> Path:
     ]
     if folder is not None:
         options.append(
-            f"download it into the cache: `emfformer download {dataset} --to {default_cache_dir()}` "
+            f"download it into the cache: `emfformer download {dataset} -o {default_cache_dir()}` "
             f"(creates {default_cache_dir() / folder}; set {CACHE_ENV} to use another cache folder)"
         )
     else:

@@ -102,7 +102,7 @@ def read_msd_dataset(root: Path, check: bool = True) -> DatasetInfo:
     if not root.is_dir():
         raise DataError(
             f"MSD dataset folder not found: {root}. Expected a task folder such as Task04_Hippocampus "
-            "with dataset.json, imagesTr/ and labelsTr/ (get it with `emfformer download hippocampus --to DIR`)."
+            "with dataset.json, imagesTr/ and labelsTr/ (get it with `emfformer download hippocampus -o DIR`)."
         )
     meta_path = root / "dataset.json"
     if not meta_path.is_file():

@@ -91,12 +91,12 @@ def list_cases(root: Path, ending: str, n_channels: int, part: str = "Tr") -> li
 
 
 def unlabelled_images(root: Path, ending: str, cases: list[Case]) -> list[Path]:
-    """Image files of ``imagesTr`` whose case has no label file in ``labelsTr`` (nnU-Net refuses them)."""
-    known = {c.case_id for c in cases}
+    """Image files of ``imagesTr`` that no labelled case reads (nnU-Net refuses them): compared by the
+    files the cases use, not by a stem (a one-channel ``case_0001.nii.gz`` without ``_0000`` is a case)."""
+    used = {p.name for c in cases for p in c.images}
     images = (root / "imagesTr").iterdir()
     return sorted(
-        p for p in images if p.name.lower().endswith(ending) and not p.name.startswith(".")
-        and case_stem(p.name) not in known
+        p for p in images if p.name.lower().endswith(ending) and not p.name.startswith(".") and p.name not in used
     )  # fmt: skip
 
 

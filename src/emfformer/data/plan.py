@@ -94,12 +94,12 @@ def make_plan(
     Raises:
         DataError: the budget cannot hold two patches of the smallest side; ``slice_axis`` not 0, 1 or 2.
     """
-    if slice_axis is not None and slice_axis not in (0, 1, 2):
-        raise DataError(f"data.slice_axis must be 0, 1, 2 or auto, got {slice_axis!r}")
+    if slice_axis is not None and slice_axis not in (-3, -2, -1, 0, 1, 2):
+        raise DataError(f"data.slice_axis must be 0, 1, 2 (or -3..-1) or auto, got {slice_axis!r}")
     median = np.asarray(fp["median_spacing"], float)
     spacing = median if spacing is None else np.asarray(spacing, float)
     shape = np.asarray(fp["median_shape"], float) * median / spacing
-    axis = _slice_axis(spacing, shape) if slice_axis is None else int(slice_axis)
+    axis = _slice_axis(spacing, shape) if slice_axis is None else int(slice_axis) % 3
     in_plane = [a for a in range(3) if a != axis]
     cases = fp.get("cases") or [{"shape": shape, "spacing": spacing}]
     on_target = np.median(

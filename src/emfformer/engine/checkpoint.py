@@ -31,7 +31,7 @@ from numpy._core import multiarray as np_multiarray  # numpy >= 2 (pyproject)
 
 from .. import __version__
 from ..data.preprocess import PreprocessConfig
-from ..guard import KIND_KEY, check_output
+from ..guard import KIND_KEY, check_output, same_file
 from ..io import atomic_write
 from ..models import create_model, input_problem, list_models
 from ..models.fuse import fuse_for_inference
@@ -71,14 +71,15 @@ SHIPPED = {"hippocampus": "hippocampus.pt", "left-atrium": "left_atrium.pt", "le
 
 
 def environment() -> dict[str, str]:
-    """Where this process runs: torch and python versions, OS and CPU (or GPU) name."""
+    """Where this process runs: torch and python versions, OS and CPU (or the GPU it used) name."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    # a GPU only when this process used one (is_initialized does not start CUDA, unlike is_available)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_initialized() else None
     return {"torch": str(torch.__version__), "python": platform.python_version(),
             "machine": f"{platform.system()} {platform.machine()}, {gpu or cpu}"}  # fmt: skip
 
@@ -321,12 +322,11 @@ def pack_ensemble(
     """
     if not checkpoints:
         raise ValueError("pack needs at least one checkpoint")
-    seen: dict[Path, str] = {}
-    for c in checkpoints:  # the same network twice would count twice in the fused average
-        key = Path(c).resolve()
-        if key in seen:
-            raise ValueError(f"{c} is given twice (also as {seen[key]}): pack each checkpoint once")
-        seen[key] = str(c)
+    paths = [resolve_checkpoint(c) for c in checkpoints]  # shipped names and run folders too
+    for i, a in enumerate(paths):  # the same network twice would count twice in the fused average
+        twin = next((checkpoints[j] for j in range(i) if same_file(paths[j], a)), None)
+        if twin is not None:
+            raise ValueError(f"{checkpoints[i]} is given twice (also as {twin}): pack each checkpoint once")
     check_output(out, "ensemble", checkpoints, overwrite)
     states = [load_checkpoint(c) for c in checkpoints]
     members = [m for s in states for m in (s["members"] if "members" in s else [strip_checkpoint(s)])]

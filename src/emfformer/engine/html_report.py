@@ -195,7 +195,7 @@ def write_html_report(
     out, folders = Path(out), [Path(p) for p in run_dirs]
     inputs = [p for run in folders if run.is_dir() for p in run.rglob("*") if p.is_file()]
     check_output(out, "html", inputs, overwrite)  # never destroy (guard.py): before any work
-    found = []
+    found, seen = [], set()
     for folder in folders:
         if not folder.is_dir():
             raise ValueError(
@@ -206,7 +206,10 @@ def write_html_report(
             raise ValueError(
                 f"{folder} holds no metrics.json, eval_*/metrics.json, curves.png or bench.json: nothing to report"
             )
-        found.append((folder, evals))
+        fresh = [e for e in evals if e[1].resolve() not in seen]  # RUN and RUN/eval_test: reported once
+        seen.update(e[1].resolve() for e in fresh)
+        if fresh or not evals:
+            found.append((folder, fresh))
     every = [e for _, evals in found for e in evals]
     table = _results_table(every) if every else '<p class="note">No evaluations found.</p>'
     sections = [_folder_section(folder, evals, data_dir, overlays, device) for folder, evals in found]

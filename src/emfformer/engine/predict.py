@@ -127,17 +127,20 @@ def save_overlay(
     image: np.ndarray,
     labels: np.ndarray,
     path: Path,
-    class_names: Sequence[str],
+    class_names: Sequence[str] | int,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     window: tuple[float, float] | None = None,
     title: str | None = None,
 ) -> None:
     """PNG of 5 slices spread over the predicted structure with the labels and a legend (overlays.py).
 
+    ``class_names``: the legend's names (a class count, as before v0.4, names them "class 0", ...).
     ``window``: (low, high) display intensities (default: robust percentiles of ``image``).
     """
     from .overlays import overlay_figure  # imported here: only --overlays needs matplotlib (0.3 s)
 
+    if isinstance(class_names, int):
+        class_names = [f"class {i}" for i in range(class_names)]
     fig = overlay_figure(image, labels, class_names, spacing=spacing, window=window, title=title)
     meta = {PNG_KEY: "emfformer overlay"}  # the never-destroy marker (guard.py)
     atomic_write(

@@ -208,6 +208,10 @@ class EMFFormer(nn.Module):
         recompute: str = "none",
     ) -> None:
         super().__init__()
+        if grad_checkpoint and recompute not in ("none", "all"):
+            raise ValueError(
+                f"grad_checkpoint=True is recompute='all'; it contradicts recompute={recompute!r}"
+            )
         self.recompute = recompute = "all" if grad_checkpoint else recompute
         _check_args(
             in_channels, num_classes, dims, depths, num_heads, active_heads, decoder_depth, head_stride, recompute
