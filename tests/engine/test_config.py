@@ -67,6 +67,7 @@ def test_shipped_configs_load() -> None:
         (["optim.schedule=step"], "cosine|poly"),
         (["data.mode=crop"], "data.mode must be one of"),
         (["optim.epochs=0"], "optim.epochs must be >= 1"),
+        (["data.patch_margin=-2"], "data.patch_margin must be auto or an int >= 0"),
     ],
 )
 def test_bad_overrides_raise_value_error(overrides: list[str], match: str) -> None:

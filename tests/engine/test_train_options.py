@@ -164,3 +164,15 @@ def test_a_file_whose_name_lies_about_its_compression_trains(
     assert dataset_fingerprint(info.cases, info.channel_names, 3, progress=False)["orientation"] == "RAS"
     run = run_training(cfg)
     assert load_checkpoint(run / "best.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize(("margin", "expected"), [("auto", None), (0, 0), (5, 5)])
+def test_patch_margin_reaches_the_training_patches(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, margin: object, expected: int | None
+) -> None:
+    from emfformer.engine.train_data import load_data
+
+    cfg = tiny_config(tmp_path / "run", **{"data.patch_margin": margin})
+    (tmp_path / "run").mkdir()
+    data = load_data(cfg, tmp_path / "run")
+    assert data.dataset.margin == (data.dataset.size // 4 if expected is None else expected)

@@ -49,6 +49,8 @@ class DataConfig:
     n_folds: int = 5  # folds of the non-test part
     test_fraction: float = 0.2  # held-out test part of folder datasets, fixed for all folds
     keep_empty: float = 1.0  # fraction of all-background training slices kept
+    # how far a training patch may reach past its padded slice (px): auto = size // 4 (pad), 0 (resize)
+    patch_margin: int | str = "auto"
     context: int = 1  # adjacent slices stacked as input channels (odd; 1 = 2D, 3 = 2.5D)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # per-volume intensity clip before z-scoring
     # the training grid, stored with the model; inputs are moved onto it (data/geometry.py). "auto": the
@@ -346,6 +348,15 @@ def _validate(cfg: RunConfig) -> None:
             cfg.optim.batch_size == "auto"
             or (isinstance(cfg.optim.batch_size, int) and cfg.optim.batch_size >= 1),
             f"optim.batch_size must be auto or >= 1, got {cfg.optim.batch_size}",
+        ),
+        (
+            cfg.data.patch_margin == "auto"
+            or (
+                isinstance(cfg.data.patch_margin, int)
+                and not isinstance(cfg.data.patch_margin, bool)
+                and cfg.data.patch_margin >= 0
+            ),
+            f"data.patch_margin must be auto or an int >= 0, got {cfg.data.patch_margin!r}",
         ),
         (
             cfg.data.memory_budget_mib > 0,

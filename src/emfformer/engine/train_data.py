@@ -133,7 +133,8 @@ def load_data(cfg: RunConfig, run_dir: Path, is_main: bool = True) -> RunData:
         write_run_config(run_dir, cfg)
         log.info("plan (%s):\n%s", run_dir / "plans.json", plan_summary(used, info.class_names))
     augment = train_transforms(pre.size, cfg.seed, flip_prob=cfg.data.flip_prob) if cfg.data.augment else None
-    margin = 0 if pre.mode == "resize" else None
+    margin = None if cfg.data.patch_margin == "auto" else int(cfg.data.patch_margin)
+    margin = 0 if pre.mode == "resize" else margin
     dataset = PatchDataset(stored, pre.size, pre.context, augment, cfg.data.keep_empty, cfg.seed, margin)
     log.info("train: %d cases / %d slices, val: %d volumes", len(train_cases), len(dataset), len(val_cases))
     splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
