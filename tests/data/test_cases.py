@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from emfformer.data.cases import Case, DataError, load_volume
+from emfformer.data.cases import Case, DataError, is_valid_affine, load_volume
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -92,3 +92,20 @@ def test_a_header_without_qform_and_sform_is_warned_about_once(
     assert len(warned) == 1 and "bare.nii.gz" in warned[0].getMessage()
     load_volume(Case("ok", _save(tmp_path / "ok.nii.gz", np.ones((3, 4, 5), np.float32))))
     assert len([r for r in caplog.records if "neither a qform" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("affine", "valid"),
+    [
+        (np.eye(4), True),
+        (np.diag([1e-4, 1e-4, 1e-4, 1.0]), True),  # microscopy-size voxels: tiny, not degenerate
+        (np.diag([0.7, 0.7, 3.0, 1.0])[[1, 0, 2, 3]], True),  # axes swapped
+        (np.diag([1.0, 1.0, 0.0, 1.0]), False),  # a collapsed axis
+        (np.diag([1.0, 1.0, 1e-9, 1.0]), False),  # numerically collapsed next to the others
+        (np.full((4, 4), np.nan), False),
+        (np.eye(3), False),
+    ],
+    ids=["identity", "1e-4-mm", "swapped", "zero-axis", "collapsed", "nan", "3x3"],
+)
+def test_valid_affine_is_scale_free(affine: np.ndarray, valid: bool) -> None:
+    assert is_valid_affine(affine) is valid

@@ -262,7 +262,11 @@ def case_signature(case: Case) -> list[Any]:
 def is_valid_affine(affine: np.ndarray) -> bool:
     """A finite 4x4 voxel-to-world matrix whose 3x3 part is invertible (orientation and voxel size known)."""
     a = np.asarray(affine, dtype=np.float64)
-    return a.shape == (4, 4) and bool(np.isfinite(a).all()) and abs(np.linalg.det(a[:3, :3])) >= 1e-12
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        return False
+    # scale-free: tiny voxels (1e-4 mm, microscopy) are fine, a zero or collapsed axis is not
+    s = np.linalg.svd(a[:3, :3], compute_uv=False)
+    return bool(s[0] > 0 and s[-1] / s[0] > 1e-6)
 
 
 def _load_channels(case: Case) -> tuple[np.ndarray, nib.Nifti1Image]:
