@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from emfformer.data.cases import Case, DataError, load_volume
-from emfformer.data.formats import write_itk_labels, write_png_labels
+from emfformer.data.formats import read_png, write_itk_labels, write_png_labels
 
 
 def _scan(rng: np.random.Generator) -> sitk.Image:
@@ -79,6 +79,17 @@ def test_an_rgb_png_is_a_one_slice_three_channel_case(tmp_path: Path) -> None:
     assert vol.label.shape == (7, 9, 1) and vol.label[:, :, 0].tolist() == np.eye(7, 9).tolist()
     write_png_labels(vol.label.astype(np.uint8), tmp_path / "out.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.eye(7, 9, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "I;16"])
+def test_grey_pngs_of_any_bit_depth_are_label_maps(tmp_path: Path, mode: str) -> None:
+    from PIL import Image
+
+    mask = np.eye(7, 9, dtype=np.uint8)
+    image = Image.fromarray(mask * 255).convert("1") if mode == "1" else Image.fromarray(mask).convert(mode)
+    image.save(tmp_path / "m.png")
+    data = np.asarray(read_png(tmp_path / "m.png").dataobj)  # a 1-bit mask: 0 / 1, not bools
+    assert data.shape == (7, 9, 1) and data[:, :, 0].tolist() == mask.tolist(), mode
 
 
 def test_a_corrupt_nrrd_is_one_clear_error(tmp_path: Path) -> None:

@@ -140,6 +140,8 @@ def read_png(path: Path) -> nib.Nifti1Image:
         # alpha is dropped; a palette PNG keeps its indices (label maps are often saved that way)
         converted = {"RGBA": "RGB", "CMYK": "RGB", "LA": "L", "PA": "P"}.get(mode)
         data = np.asarray(im.convert(converted) if converted else im)
+    if data.dtype == bool:  # a 1-bit PNG (a binary mask): 0 / 1, as a label map of classes 0 and 1
+        data = data.astype(np.uint8)
     if data.ndim == 3:
         data = data[:, :, None, :3]  # (rows, cols, 1 slice, RGB)
     elif data.ndim == 2:
