@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emfformer.data.cases import DataError
-from emfformer.data.msd import read_msd_dataset
+from emfformer.data.msd import check_msd_dataset, read_msd_dataset
 from emfformer.data.splits import select_cases
 from emfformer.data.synthetic_nnunet import write_nnunet_dataset
 from emfformer.engine.config import DataConfig
@@ -107,6 +107,17 @@ def test_a_numtraining_that_disagrees_is_a_warning(mri2: Path, caplog: pytest.Lo
         info = read_msd_dataset(mri2)
     assert len(info.cases) == 5
     assert "says numTraining 9, but labelsTr holds 5 labelled case(s)" in caplog.text
+
+
+def test_an_rgb_label_png_says_labels_are_grey_class_indices(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = write_nnunet_dataset(tmp_path / "Dataset004_Png", "png", n_cases=3, seed=0)
+    label = root / "labelsTr" / "case_001.png"
+    grey = np.asarray(Image.open(label))
+    Image.fromarray(np.stack([grey * 255] * 3, -1).astype(np.uint8)).save(label)  # a colour mask
+    with pytest.raises(DataError, match="case_001.png .* RGB\\(A\\) PNG: a label map must be a grey PNG"):
+        check_msd_dataset(read_msd_dataset(root, check=False))
 
 
 def test_one_channel_images_without_the_channel_suffix_are_cases(tmp_path: Path) -> None:

@@ -204,7 +204,10 @@ def open_image(path: Path, channels: bool = False) -> nib.Nifti1Image:
         img = img.slicer[..., 0]
     if len(img.shape) != 3 and not (channels and len(img.shape) == 4):
         hint = (
-            " It holds several volumes (e.g. a cine or multi-channel series): save each one as its own 3D file "
+            " It is an RGB(A) PNG: a label map must be a grey PNG whose pixel values are the class indices "
+            "(0, 1, 2, ...), not colours; images with several channels go in imagesTr as _0000, _0001, ..."
+            if path.name.lower().endswith(".png")
+            else " It holds several volumes (e.g. a cine or multi-channel series): save each one as its own 3D file "
             "(e.g. `nibabel.four_to_three`) and segment those."
             if len(img.shape) == 4
             else " A single 2D slice can be saved as (X, Y, 1)."
