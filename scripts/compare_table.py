@@ -76,6 +76,21 @@ def _bench(path: Path | None) -> dict[str, dict[str, Any]]:
     return facts
 
 
+def _static(specs: list[str], side: int, in_channels: int, num_classes: int) -> dict[str, dict[str, Any]]:
+    """Params and GFLOPs of each spec built for the recipe's patch (no bench needed: no timing)."""
+    from emfformer.bench.probe import parse_spec
+    from emfformer.models.stats import count_flops, count_params
+
+    facts = {}
+    for spec in specs:
+        model = parse_spec(spec).build(side, in_channels, num_classes)
+        facts[spec] = {
+            "params": count_params(model),
+            "gflops": count_flops(model, (1, in_channels, side, side)) / 1e9,
+        }
+    return facts
+
+
 def _pm(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -138,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", type=Path, required=True, help="compare_peers.sh output folders")
     ap.add_argument("--bench", type=Path, help="bench.json of `emfformer bench` over the same specs")
     ap.add_argument("--out", type=Path, required=True, help="folder for peers.md and the Pareto PNGs")
+    ap.add_argument(
+        "--patch", type=int, nargs=3, metavar=("SIDE", "IN", "CLASSES"),
+        help="without a bench: params and GFLOPs of each model at this input (e.g. 64 3 3: the recipe's patch)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     bench = _bench(args.bench)
     sides = sorted({s for b in bench.values() for s in b["mem"]})
@@ -147,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = _runs(root)
         if not runs:
             raise SystemExit(f"error: no finished run (*/s*/eval_test/metrics.json) under {root}")
+        if args.patch:  # the bench's numbers win where it measured a model
+            for spec, f in _static(sorted(runs), *args.patch).items():
+                bench.setdefault(spec, {"mem": {}, **f, "size": args.patch[0]})
         lines += _table(root.name, runs, bench, sides)
         plot = _pareto(root.name, runs, bench, max(sides) if sides else 0, args.out)
         if plot:
