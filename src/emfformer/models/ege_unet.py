@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_positive
+from .layers import check_input_side, check_positive
 
 __all__ = ["GHPA", "GroupAggregationBridge", "EGEUNet", "EGE_UNET_DIMS", "TOTAL_STRIDE", "ege_unet"]
 
@@ -279,11 +279,7 @@ class EGEUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if h % TOTAL_STRIDE or w % TOTAL_STRIDE:
-            ph, pw = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE, -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
-            raise ValueError(
-                f"EGE-UNet needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
-            )
+        check_input_side(x, TOTAL_STRIDE, "EGE-UNet")
         feats = []
         for block in self.encoder:
             x = block(x)

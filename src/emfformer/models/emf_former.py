@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dspconv import make_conv_unit
-from .layers import ConvNorm, ConvNormAct, LayerScale2d, from_tokens, to_tokens
+from .layers import ConvNorm, ConvNormAct, LayerScale2d, check_input_side, from_tokens, to_tokens
 from .recompute import RECOMPUTE_MODES, run_blocks
 from .smha import SerialMultiHeadAttention
 
@@ -251,11 +251,7 @@ class EMFFormer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if h % TOTAL_STRIDE or w % TOTAL_STRIDE:
-            ph, pw = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE, -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
-            raise ValueError(
-                f"EMF-former needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
-            )
+        check_input_side(x, TOTAL_STRIDE, "EMF-former")
         # "cheap" recomputation covers the stem, the full-resolution skip and the head too (their norms
         # and activations at 1/2 and 1/1 are the largest activations of the network)
         mode = self.recompute if self.training and self.recompute == "cheap" else "none"

@@ -71,6 +71,20 @@ def check_positive(**values: int) -> None:
         raise ValueError(f"{', '.join(bad)} must be >= 1, got {bad}")
 
 
+def check_input_side(x: torch.Tensor, multiple: int, name: str) -> None:
+    """Refuse an input (B, C, H, W) whose H or W is not a multiple of the network's total stride.
+
+    Raises:
+        ValueError: naming the network and the side to pad to.
+    """
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        raise ValueError(
+            f"{name} needs H and W divisible by {multiple}; got {h}x{w}. Pad the input to {ph}x{pw}."
+        )
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: (B, g*c, H, W) viewed as (B, g, c, H, W), transposed to (B, c, g, H, W).
 

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import check_input_side
+
 __all__ = [
     "DilatedGatedAttention",
     "InvertedExternalAttention",
@@ -341,12 +343,7 @@ class MALUNet(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % TOTAL_STRIDE or w % TOTAL_STRIDE:
-            ph, pw = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE, -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
-            raise ValueError(
-                f"MALUNet needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
-            )
+        check_input_side(x, TOTAL_STRIDE, "MALUNet")
         skips = []
         for stage in self.encoder[:-1]:
             x = stage(x)

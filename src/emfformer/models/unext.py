@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNorm
+from .layers import ConvNorm, check_input_side
 
 __all__ = ["TOTAL_STRIDE", "ShiftedMLP", "TokMLPBlock", "TokMLPStage", "DecoderStage", "UNeXt", "unext"]
 
@@ -261,12 +261,7 @@ class UNeXt(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             # a traced/exported graph must not hold a Python check on the sides (it would freeze them)
-            h, w = x.shape[-2:]
-            if h % TOTAL_STRIDE or w % TOTAL_STRIDE:
-                ph, pw = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE, -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
-                raise ValueError(
-                    f"UNeXt needs H and W divisible by {TOTAL_STRIDE}; got {h}x{w}. Pad the input to {ph}x{pw}."
-                )
+            check_input_side(x, TOTAL_STRIDE, "UNeXt")
         skips = []
         for stage in self.encoder:
             x = stage(x)
