@@ -10,6 +10,8 @@ from emfformer.bench.probe import ProbeRequest
 from emfformer.bench.summary import engine_goals
 from emfformer.models import build_model
 
+APPROXIMATE = {"bf16", "onnxruntime_int8"}  # reduced precision: close to the eager logits, not equal
+
 
 @pytest.mark.parametrize("engine", [e for e in ENGINES if e != "compile"])  # compile: minutes; bench only
 def test_engines_match_the_eager_network(engine: str) -> None:
@@ -24,8 +26,14 @@ def test_engines_match_the_eager_network(engine: str) -> None:
         expected = model(x)
         run = prepare_engine(model, engine, x, threads=1)
         got = torch.as_tensor(run(x))
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    if engine in APPROXIMATE:
+        err = float((got - expected).abs().max()) / float(expected.abs().max())
+        agree = float((got.argmax(1) == expected.argmax(1)).float().mean())
+        assert err < 0.1 and agree > 0.9, (err, agree)
+        assert not torch.equal(got, expected)  # the engine really runs in reduced precision
+    else:
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_engine_is_refused() -> None:

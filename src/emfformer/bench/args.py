@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--dice-json", type=Path, help="JSON object model name -> Dice, for the params/FLOPs/Dice bubble chart")
     a("--engines", nargs="*", metavar="ENGINE", help=f"time --engine-models under these inference engines "
       f"({', '.join(ENGINES)}; no value: all)")  # fmt: skip
+    a("--engine-batch", type=int, help="throughput batch of the engine table (default: the batch predict "
+      "runs at --size, 5 at 224^2)")  # fmt: skip
     a("--engine-models", nargs="+", metavar="SPEC", help=f"specs for the engine table (default {OURS} unet)")
     a(
         "--predict-checkpoint",
@@ -100,6 +102,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings["engines"] = tuple(args.engines) or ENGINES
     if args.engine_models is not None:
         settings["engine_models"] = tuple(args.engine_models)
+    if args.engine_batch is not None:
+        settings["engine_batch"] = args.engine_batch
     if args.predict_checkpoint:
         settings["predict_checkpoint"] = args.predict_checkpoint
     from . import run  # torch and matplotlib are loaded by a bench run only, not by `emfformer --help`

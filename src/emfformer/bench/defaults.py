@@ -43,4 +43,12 @@ DEFAULT_SCALING_SIZES: tuple[int, ...] = (128, 224, 320, 448, 512, 640, 768, 102
 QUICK: dict[str, Any] = dict(
     size=64, batch=4, train_batch=2, repeats=2, scaling_sizes=(64, 128), matmul_seconds=0.5, time_budget_s=2.0
 )
-ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")  # see emfformer.bench.engines
+ENGINES = (
+    "eager",
+    "fused",
+    "channels_last",
+    "bf16",
+    "compile",
+    "onnxruntime",
+    "onnxruntime_int8",
+)  # see emfformer.bench.engines

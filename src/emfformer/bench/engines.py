@@ -10,7 +10,11 @@ what a user's prediction does:
   scales into the linear maps, the channel shuffle into a dense conv), what ``predict`` / ``evaluate`` run;
 * ``channels_last``: fused, with NHWC weights and inputs;
 * ``compile``: fused, ``torch.compile`` (inductor; the compile time is reported, not timed);
-* ``onnxruntime``: fused, exported to ONNX and run by onnxruntime with the same thread count.
+* ``onnxruntime``: fused, exported to ONNX and run by onnxruntime with the same thread count;
+* ``onnxruntime_int8``: that ONNX file with static int8 quantisation (onnxruntime's QDQ format,
+  per-tensor scales calibrated on 8 standard-normal inputs: a speed measurement, not an accuracy one);
+* ``bf16``: fused, channels_last, under ``torch.autocast`` in bfloat16 (fast on CPUs with AVX512-BF16 /
+  AMX; the logits come back in float32).
 
 ``kind="predict"`` times `emfformer.engine.inference.predict_volume` on one Hippocampus-sized volume
 (36 x 50 x 35 voxels, 1 mm) with a checkpoint's members, after one warm-up call: the cost of a
@@ -49,23 +53,56 @@ def prepare_engine(model: nn.Module, engine: str, example: torch.Tensor, threads
     if engine == "compile":
         compiled = torch.compile(model, dynamic=False)
         return lambda x: compiled(x)
-    if engine == "onnxruntime":
-        return _onnx_runner(model, example, threads)
+    if engine == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+        device_type = example.device.type
+
+        def run_bf16(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return model(x.contiguous(memory_format=torch.channels_last)).float()
+
+        return run_bf16
+    if engine in ("onnxruntime", "onnxruntime_int8"):
+        return _onnx_runner(model, example, threads, int8=engine == "onnxruntime_int8")
     return model
 
 
-def _onnx_runner(model: nn.Module, example: torch.Tensor, threads: int) -> Callable:
+def _onnx_runner(model: nn.Module, example: torch.Tensor, threads: int, int8: bool = False) -> Callable:
     import onnxruntime as ort
 
     from ..engine.export import _write_onnx  # the exporter `emfformer export` uses
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     _write_onnx(model, example[:1], path)
+    if int8:
+        path = _quantize_int8(path, tuple(example.shape[1:]))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+def _quantize_int8(path: Path, chw: tuple[int, ...], n_calibration: int = 8) -> Path:
+    """``path`` quantised to int8 by onnxruntime (static, QDQ, per-tensor), calibrated on standard-normal
+    inputs of shape ``(1, *chw)``; returns the new file's path."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Normal(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.items = iter(
+                {"image": rng.standard_normal((1, *chw), dtype=np.float32)} for _ in range(n_calibration)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    prepared, out = path.with_name("prepared.onnx"), path.with_name("model_int8.onnx")
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out), Normal(), quant_format=QuantFormat.QDQ)
+    return out
 
 
 def probe_engine(req: Any, model: nn.Module, res: dict[str, Any]) -> None:
@@ -120,15 +157,16 @@ PREDICT_SETTINGS = ((1, "no_tta"), (1, "tta"), (0, "no_tta"), (0, "tta"))  # (me
 
 
 def run_engine_probes(
-    specs: list, engines: tuple[str, ...], base: Any, timeout_s: float, bar: Any
+    specs: list, engines: tuple[str, ...], base: Any, timeout_s: float, bar: Any, batch: int | None = None
 ) -> list[dict]:
-    """Throughput and latency of every spec under every engine, each in a fresh child process."""
+    """Throughput (at ``batch``; None: predict's batch at the bench side) and latency of every spec under
+    every engine, each in a fresh child process."""
     from dataclasses import replace
 
     from ..engine.inference import slices_per_pass
     from .probe import run_probe
 
-    batch = slices_per_pass(base.size, base.size)
+    batch = batch or slices_per_pass(base.size, base.size)
     rows = []
     for spec in specs:
         for engine in engines:

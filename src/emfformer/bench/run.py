@@ -166,6 +166,7 @@ def run_benchmark(
     engines: Sequence[str] = (),
     engine_models: Sequence[str] = (OURS, "unet"),
     predict_checkpoint: str | None = None,
+    engine_batch: int | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``models`` (specs, see :func:`parse_spec`) and write ``bench.json``/``bench.md``/PNGs.
 
@@ -190,6 +191,7 @@ def run_benchmark(
         engines: inference engines (:data:`emfformer.bench.engines.ENGINES`) to time ``engine_models``
             under, at ``size`` and ``batch``; empty: none.
         engine_models: specs for the engine table.
+        engine_batch: throughput batch of the engine table (None: the batch ``predict`` runs at ``size``).
         predict_checkpoint: a checkpoint (path or shipped name) whose whole-volume predict is timed.
 
     Returns:
@@ -197,6 +199,8 @@ def run_benchmark(
     """
     _check_settings(models, size, batch, threads, repeats, train_batch, max_memory_gb, time_budget_s,
                     matmul_seconds, warmup, scaling_sizes, device, engines)  # fmt: skip
+    if engine_batch is not None and engine_batch < 1:
+        raise ValueError(f"engine_batch must be >= 1, got {engine_batch}")
     specs = [parse_spec(m) for m in models]
     engine_specs = [parse_spec(m) for m in engine_models] if engines else []
     scaling_specs = [parse_spec(m) for m in scaling_models] if scaling_sizes else []
@@ -210,7 +214,7 @@ def run_benchmark(
     )  # fmt: skip
     matmul, results, scaling, engine_rows, predict_rows = _run_probes(
         base, specs, scaling_specs, sorted(set(scaling_sizes)), engine_specs, tuple(engines), predict_checkpoint,
-        timeout_s, progress,
+        timeout_s, progress, engine_batch,
     )  # fmt: skip
     _add_peak_fraction(results, matmul.get("gflops"))
     meta = _meta(base, max_memory_gb, specs, scaling_specs, scaling_sizes, device, matmul)
@@ -231,7 +235,7 @@ def run_benchmark(
 def _run_probes(
     base: ProbeRequest, specs: list[ModelSpec], scaling_specs: list[ModelSpec], sides: list[int],
     engine_specs: list[ModelSpec], engines: tuple[str, ...], predict_checkpoint: str | None, timeout_s: float,
-    progress: bool,
+    progress: bool, engine_batch: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[dict], list[dict]]:  # fmt: skip
     """Every child process of one run, under one progress bar: the matmul peak, the model table, the
     resolution scaling (reusing table points), the engine table and the whole-volume predict timings."""
@@ -244,7 +248,7 @@ def _run_probes(
         results = [_probe(spec, base.size, base, bar, timeout_s) for spec in specs]
         by_key = {(r["label"], r["size"]): r for r in results}
         scaling = {s.label: _scaling(s, sides, base, by_key, bar, timeout_s) for s in scaling_specs}
-        engine_rows = run_engine_probes(engine_specs, engines, base, timeout_s, bar)
+        engine_rows = run_engine_probes(engine_specs, engines, base, timeout_s, bar, engine_batch)
         predict_rows = (
             run_predict_probes(predict_checkpoint, base, timeout_s, bar) if predict_checkpoint else []
         )
