@@ -49,22 +49,34 @@ def _runs(root: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _bench(path: Path | None) -> dict[str, dict[str, Any]]:
-    """spec -> params, GFLOPs (bench size), latency, best-engine throughput, train memory per side."""
-    if path is None:
-        return {}
-    report = json.loads(path.read_text())
+def _bench(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """spec -> params, GFLOPs (first bench's size), latency, best-engine throughput, and training memory
+    per (side, training batch) of every bench (e.g. one at the recipe's patch and batch, one at 512^2)."""
     facts: dict[str, dict[str, Any]] = {}
-    for row in report["models"]:
-        facts[row["label"]] = {
-            "params": row.get("params"), "gflops": (row.get("flops") or 0) / 1e9,
-            "latency_ms": row.get("latency_ms"), "size": row.get("size"),
-            "throughput": row.get("throughput_img_s"), "engine": "eager", "mem": {},
-        }  # fmt: skip
+    for path in paths:
+        report = json.loads(path.read_text())
+        for row in report["models"]:
+            facts.setdefault(row["label"], {
+                "params": row.get("params"), "gflops": (row.get("flops") or 0) / 1e9,
+                "latency_ms": row.get("latency_ms"), "size": row.get("size"),
+                "throughput": row.get("throughput_img_s"), "engine": "eager", "mem": {},
+            })  # fmt: skip
+        _add_memory(facts, report)
+        _add_engines(facts, report)
+    return facts
+
+
+def _add_memory(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> None:
+    """Training memory of every scaling point, keyed by (side, training batch)."""
+    batch = report["meta"].get("train_batch")
     for label, points in report.get("scaling", {}).items():  # label -> one point per side
         for row in points:
             if row.get("status") == "ok" and label in facts and row.get("mem_train_mib"):
-                facts[label]["mem"][int(row["size"])] = row["mem_train_mib"]
+                facts[label]["mem"][(int(row["size"]), batch)] = row["mem_train_mib"]
+
+
+def _add_engines(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> None:
+    """The best engine's throughput of every model of the engine table."""
     for row in report.get("engines", []):
         f = facts.get(row["label"])
         if (
@@ -97,8 +109,8 @@ def _pm(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides: list[int]) -> list[str]:
-    mem_cols = "".join(f"train MiB {s}² | " for s in sides)
+def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides: list[tuple]) -> list[str]:
+    mem_cols = "".join(f"train MiB {s}² b{b} | " for s, b in sides)
     lines = [
         f"### {name}",
         "",
@@ -121,7 +133,7 @@ def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides
 
 
 def _pareto(
-    name: str, runs: dict[str, list[dict]], bench: dict[str, dict], side: int, out: Path
+    name: str, runs: dict[str, list[dict]], bench: dict[str, dict], side: tuple | None, out: Path
 ) -> Path | None:
     points = [(s, statistics.mean(r["miou"] for r in rs), bench.get(s, {})) for s, rs in runs.items()]
     points = [p for p in points if p[2].get("latency_ms") and side in p[2].get("mem", {})]
@@ -130,7 +142,7 @@ def _pareto(
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in (
         (axes[0], "latency_ms", "CPU latency, batch 1 (ms)"),
-        (axes[1], "mem", f"training memory at {side}² (MiB)"),
+        (axes[1], "mem", f"training memory at {side[0]}², batch {side[1]} (MiB)" if side else ""),
     ):
         for spec, miou, b in points:
             x = b[key] if key != "mem" else b["mem"][side]
@@ -151,7 +163,8 @@ def _pareto(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", type=Path, required=True, help="compare_peers.sh output folders")
-    ap.add_argument("--bench", type=Path, help="bench.json of `emfformer bench` over the same specs")
+    ap.add_argument("--bench", type=Path, nargs="*", default=[],
+                    help="bench.json files of `emfformer bench` over the same specs (memory columns from each)")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True, help="folder for peers.md and the Pareto PNGs")
     ap.add_argument(
         "--patch", type=int, nargs=3, metavar=("SIDE", "IN", "CLASSES"),
@@ -170,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             for spec, f in _static(sorted(runs), *args.patch).items():
                 bench.setdefault(spec, {"mem": {}, **f, "size": args.patch[0]})
         lines += _table(root.name, runs, bench, sides)
-        plot = _pareto(root.name, runs, bench, max(sides) if sides else 0, args.out)
+        plot = _pareto(root.name, runs, bench, max(sides) if sides else None, args.out)
         if plot:
             lines += [f"![{root.name} Pareto]({plot.name})", ""]
     (args.out / "peers.md").write_text("\n".join(lines))
