@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from .. import __version__
-from .checkpoint import load_checkpoint
+from .checkpoint import environment, load_checkpoint
 
 __all__ = ["checkpoint_paths", "checkpoint_states", "folder_metadata", "report_environment"]
 
@@ -185,11 +183,12 @@ def _bench_pairs(folder: Path) -> list[tuple[str, str]]:
 
 
 def report_environment() -> list[tuple[str, str]]:
-    """Where and when this report was written: date, emfformer, torch, python, machine."""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
+    """Where and when this report was written: date, emfformer, torch, python, machine (the same
+    description a checkpoint records of its training machine, `checkpoint.environment`)."""
+    env = environment()
     return [
         ("report written", time.strftime("%Y-%m-%d %H:%M %Z")),
         ("emfformer", __version__),
-        ("torch / python", f"{torch.__version__} / {platform.python_version()}"),
-        ("machine", f"{platform.system()} {platform.machine()}, {gpu}"),
+        ("torch / python", f"{env['torch']} / {env['python']}"),
+        ("machine", env["machine"]),
     ]

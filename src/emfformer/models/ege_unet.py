@@ -53,7 +53,6 @@ File order: layers -> attention (GHPA) -> bridge (GAB) -> blocks -> stage -> mod
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_input_side, check_positive
+from .layers import check_input_side, check_positive, init_conv_fan_out
 
 __all__ = ["GHPA", "GroupAggregationBridge", "EGEUNet", "EGE_UNET_DIMS", "TOTAL_STRIDE", "ege_unet"]
 
@@ -94,15 +93,6 @@ def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
 def _resize(param: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear (align_corners) resize of a (1, C, h, w) map to (1, C, *size)."""
     return F.interpolate(param, size=size, mode="bilinear", align_corners=True)
-
-
-def _init_conv(module: nn.Module) -> None:
-    """He-normal on fan_out (k * out / groups) and zero bias for every Conv1d / Conv2d."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        fan_out = math.prod(module.kernel_size) * module.out_channels // module.groups
-        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 # -------------------------------------------------------------------------------------- attention
@@ -275,7 +265,7 @@ class EGEUNet(nn.Module):
             block = DecoderBlock(mixer, c[i], upsample=i < 4)
             self.decoder.append(DecoderStage(block, c[i], c[i + 1], dilations))
         self.head = nn.Conv2d(c[0], num_classes, 1)
-        self.apply(_init_conv)
+        self.apply(init_conv_fan_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ __all__ = [
     "LayerScale2d",
     "channel_shuffle",
     "check_positive",
+    "init_conv_fan_out",
     "to_tokens",
     "from_tokens",
 ]
@@ -104,3 +106,14 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 def from_tokens(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, N=H*W, C) -> (B, C, H, W)."""
     return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], height, width)
+
+
+def init_conv_fan_out(module: nn.Module) -> None:
+    """He-normal on fan-out, N(0, sqrt(2 / (k * C_out / groups))), and a zero bias, for a Conv1d / Conv2d;
+    other modules are left as they are. The initialisation of UNeXt, EGE-UNet and MALUNet's code (use
+    with ``model.apply``)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        fan_out = math.prod(module.kernel_size) * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_input_side
+from .layers import check_input_side, init_conv_fan_out
 
 __all__ = [
     "DilatedGatedAttention",
@@ -362,11 +362,8 @@ def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        fan_out = math.prod(m.kernel_size) * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+    else:
+        init_conv_fan_out(m)
 
 
 # -------------------------------------------------------------------------------------- factory

@@ -43,14 +43,13 @@ Open choices (paper silent, or the paper and the authors' code disagree) and whe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNorm, check_input_side
+from .layers import ConvNorm, check_input_side, init_conv_fan_out
 
 __all__ = ["TOTAL_STRIDE", "ShiftedMLP", "TokMLPBlock", "TokMLPStage", "DecoderStage", "UNeXt", "unext"]
 
@@ -97,14 +96,6 @@ def axial_shift(x: torch.Tensor, sizes: list[int], dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _init_normal_fan_out(conv: nn.Conv2d) -> None:
-    """The authors' init for depthwise/tokenizing convs: normal(0, sqrt(2 / fan_out)), zero bias."""
-    fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
-    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
 class ShiftedMLP(nn.Module):
     """Shift along H -> 1x1 -> DW 3x3 -> GELU -> shift along W -> 1x1. (B, C, H, W) -> (B, C, H, W)."""
 
@@ -119,7 +110,7 @@ class ShiftedMLP(nn.Module):
         for fc in (self.fc1, self.fc2):
             nn.init.trunc_normal_(fc.weight, std=0.02)
             nn.init.zeros_(fc.bias)
-        _init_normal_fan_out(self.dwconv)
+        init_conv_fan_out(self.dwconv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.dwconv(self.fc1(axial_shift(x, self.sizes_in, dim=2))))
@@ -150,7 +141,7 @@ class TokMLPStage(nn.Module):
     def __init__(self, in_channels: int, channels: int, blocks: list[nn.Module]) -> None:
         super().__init__()
         self.embed = nn.Conv2d(in_channels, channels, 3, stride=2, padding=1)
-        _init_normal_fan_out(self.embed)
+        init_conv_fan_out(self.embed)
         self.embed_norm = LayerNorm2d(channels)
         self.blocks = nn.Sequential(*blocks)
         self.norm = LayerNorm2d(channels)
