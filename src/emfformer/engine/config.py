@@ -6,8 +6,6 @@ Models never see these objects: the engine turns them into plain kwargs (``creat
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -16,10 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..data.locate import DATASETS
 from ..data.preprocess import PreprocessConfig
-from ..data.splits import ACDC_FOLD_RULE
-from ..models import input_problem, list_models
+from .config_checks import check_values
 
 __all__ = [
     "DataConfig",
@@ -326,85 +322,9 @@ def load_config(
     return cfg
 
 
-def _size_problem(cfg: RunConfig) -> str:
-    if cfg.model.name in list_models() and isinstance(cfg.data.size, int):
-        return input_problem(cfg.model.name, cfg.data.size) or ""
-    return ""
-
-
-def _check_seeds(cfg: RunConfig) -> None:
-    """Seeds numpy accepts (0..2**32-1): a larger one would overflow inside the run, not here."""
-    if not all(0 <= v <= 2**32 - 1 for v in (cfg.seed, cfg.data.split_seed)):
-        raise ValueError(
-            f"seed and data.split_seed must be in 0..4294967295 (numpy's seed range), got seed={cfg.seed}, "
-            f"data.split_seed={cfg.data.split_seed}"
-        )
-
-
 def _validate(cfg: RunConfig) -> None:
-    checks = [
-        (cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}"),
-        (
-            cfg.optim.batch_size == "auto"
-            or (isinstance(cfg.optim.batch_size, int) and cfg.optim.batch_size >= 1),
-            f"optim.batch_size must be auto or >= 1, got {cfg.optim.batch_size}",
-        ),
-        (
-            cfg.data.patch_margin == "auto"
-            or (
-                isinstance(cfg.data.patch_margin, int)
-                and not isinstance(cfg.data.patch_margin, bool)
-                and cfg.data.patch_margin >= 0
-            ),
-            f"data.patch_margin must be auto or an int >= 0, got {cfg.data.patch_margin!r}",
-        ),
-        (
-            cfg.data.memory_budget_mib > 0,
-            f"data.memory_budget_mib must be > 0, got {cfg.data.memory_budget_mib}",
-        ),
-        (
-            math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0,
-            f"optim.lr must be a finite number > 0, got {cfg.optim.lr}",
-        ),
-        (
-            all(
-                math.isfinite(v) and v >= 0
-                for v in (cfg.optim.weight_decay, cfg.optim.min_lr, cfg.optim.grad_clip)
-            ),
-            "optim.weight_decay, optim.min_lr and optim.grad_clip must be finite and >= 0",
-        ),
-        (cfg.threads is None or cfg.threads >= 1, f"threads must be >= 1 (or unset), got {cfg.threads}"),
-        (
-            cfg.optim.schedule in ("cosine", "poly"),
-            f"optim.schedule must be cosine|poly, got {cfg.optim.schedule!r}",
-        ),
-        (
-            cfg.model.name not in list_models()
-            or not isinstance(cfg.data.size, int)
-            or not input_problem(cfg.model.name, cfg.data.size),
-            f"data.size: {_size_problem(cfg)}",
-        ),
-        (isinstance(cfg.model.kwargs, dict), f"model.kwargs must be a mapping, got {cfg.model.kwargs!r}"),
-        (0.0 < cfg.data.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {cfg.data.keep_empty}"),
-        (cfg.data.fold >= -1, f"data.fold must be >= 0, or -1 for all non-test cases, got {cfg.data.fold}"),
-        (0.0 <= cfg.data.flip_prob <= 1.0, f"data.flip_prob must be in [0, 1], got {cfg.data.flip_prob}"),
-        (
-            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(cfg.device)) is not None,
-            f"device must be auto|cpu|cuda|cuda:N|mps, got {cfg.device!r}",
-        ),
-        (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
-        (cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}"),
-        (
-            cfg.model.name in list_models(),
-            f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}",
-        ),
-        (cfg.data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}"),
-        (cfg.data.dataset != "acdc" or cfg.data.fold in (0, -1), f"{ACDC_FOLD_RULE}, got {cfg.data.fold}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ValueError(msg)
-    _check_seeds(cfg)
+    """Every value checked (config_checks.py), then the preprocessing's own checks, named data.*."""
+    check_values(cfg)
     try:  # size, mode, slice axis, context and clipping: PreprocessConfig's own checks, named data.*
         preprocess_config(cfg.data)
     except ValueError as exc:
