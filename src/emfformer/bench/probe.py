@@ -221,16 +221,25 @@ def _probe_model(req: ProbeRequest, res: dict[str, Any], write: Callable[[dict[s
         model.eval()
         res["flops"] = count_flops(model, (1, c, side, side), dev)
         write(res)
-        x1 = torch.randn(1, c, side, side, device=dev)
-        times = time_calls(lambda: infer(x1), req.warmup, req.repeats, dev, req.time_budget_s)
-        res.update(latency_ms=median(times) * 1e3, latency_ms_min=min(times) * 1e3, latency_runs=len(times))
-        write(res)
-        if req.batch > 0:
-            xb = torch.randn(req.batch, c, side, side, device=dev)
-            times = time_calls(lambda: infer(xb), 1, req.repeats, dev, req.time_budget_s)
-            res.update(throughput_img_s=req.batch / median(times), throughput_runs=len(times))
-            res["throughput_img_s_best"] = req.batch / min(times)
+        _time_inference(req, infer, dev, res, write)
     res["status"] = "ok"
+
+
+def _time_inference(
+    req: ProbeRequest, infer: Callable[[torch.Tensor], None], dev: torch.device, res: dict[str, Any],
+    write: Callable[[dict[str, Any]], None],
+) -> None:  # fmt: skip
+    """Batch-1 latency (median and best run) and, when ``req.batch`` > 0, throughput at that batch."""
+    c, side = req.in_channels, req.size
+    x1 = torch.randn(1, c, side, side, device=dev)
+    times = time_calls(lambda: infer(x1), req.warmup, req.repeats, dev, req.time_budget_s)
+    res.update(latency_ms=median(times) * 1e3, latency_ms_min=min(times) * 1e3, latency_runs=len(times))
+    write(res)
+    if req.batch > 0:
+        xb = torch.randn(req.batch, c, side, side, device=dev)
+        times = time_calls(lambda: infer(xb), 1, req.repeats, dev, req.time_budget_s)
+        res.update(throughput_img_s=req.batch / median(times), throughput_runs=len(times))
+        res["throughput_img_s_best"] = req.batch / min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
