@@ -163,3 +163,20 @@ def test_markdown_pipe_tables_become_html_tables() -> None:
     assert markdown_to_html("| not | a table |\ntext") == "<p>| not | a table |</p>\n<p>text</p>"
     with pytest.raises(ValueError, match="rule"):
         parse_pipe_table(["| a |", "| b |"])
+
+
+def test_report_draws_a_peer_comparison(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "peers"
+    folder.mkdir()
+    (folder / "peers.md").write_text(
+        "### hippocampus\n\n| model | seeds | test fg mIoU % |\n|---|---:|---:|\n| unext | 3 | **72.85 ± 0.26** |\n"
+        "| ege_unet | 3 | **58.19 ± 0.33** |\n\n![hippocampus Pareto](pareto_hippocampus.png)\n"
+    )
+    fig = plt.figure(figsize=(2, 2))
+    fig.savefig(folder / "pareto_hippocampus.png")
+    plt.close(fig)
+    page = write_html_report([folder], tmp_path / "r.html").read_text()
+    assert "<h3>Peer comparison</h3>" in page and page.count("<tr>") >= 3 and "72.85 ± 0.26" in page
+    assert "![" not in page and page.count('src="data:image/png;base64,') == 1  # the plot, embedded

@@ -2,7 +2,8 @@
 
 ``emfformer report FOLDER... -o report.html`` takes run folders (``train``: ``config.yaml``,
 ``log.csv``, ``curves.png``, ``eval_*/``), evaluation folders (``evaluate --out``: ``metrics.json``,
-``per_case.csv``, ``summary.md``) and bench folders (``bench.json``, ``bench.md``, PNGs), several of
+``per_case.csv``, ``summary.md``) and bench folders (``bench.json``, ``bench.md``, PNGs), peer comparisons (``peers.md`` and
+``pareto_*.png`` of scripts/compare_table.py), several of
 either. The page: where and with what it was written, one results table over every evaluation,
 then per folder its metadata (report_meta.py), training curves, per-case plots (report_plots.py),
 overlays of the best, median and worst case (report_cases.py, overlays.py) and the bench tables
@@ -151,6 +152,20 @@ def _bench_section(folder: Path) -> str:
     return "\n".join(body)
 
 
+def _comparison_section(folder: Path) -> str:
+    """The peer comparison of scripts/compare_table.py: its tables and Pareto plots."""
+    text = (folder / "peers.md").read_text(encoding="utf-8")
+    tables = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images: below
+    plots = "".join(file_img(p, p.stem.replace("_", " ")) for p in sorted(folder.glob("pareto_*.png")))
+    return "\n".join(
+        [
+            "<h3>Peer comparison</h3>",
+            markdown_to_html(tables, heading_shift=3),
+            f'<div class="grid">{plots}</div>',
+        ]
+    )
+
+
 def _folder_section(
     folder: Path, evals: list[Evaluation], data_dir: str | None, overlays: bool, device: str
 ) -> str:
@@ -171,6 +186,8 @@ def _folder_section(
     body += [_evaluation_section(name, e, m, data_dir, overlays, device) for name, e, m in evals]
     if (folder / "bench.json").is_file():
         body.append(_bench_section(folder))
+    if (folder / "peers.md").is_file():
+        body.append(_comparison_section(folder))
     return "\n".join(body)
 
 
@@ -202,9 +219,14 @@ def write_html_report(
                 f"{folder} is not a folder; give run, evaluation (evaluate --out) or bench folders"
             )
         evals = _evaluations(folder)
-        if not evals and not (folder / "bench.json").is_file() and not _curves(folder):
+        if (
+            not evals
+            and not _curves(folder)
+            and not any((folder / f).is_file() for f in ("bench.json", "peers.md"))
+        ):
             raise ValueError(
-                f"{folder} holds no metrics.json, eval_*/metrics.json, curves.png or bench.json: nothing to report"
+                f"{folder} holds no metrics.json, eval_*/metrics.json, curves.png, bench.json or peers.md "
+                "(scripts/compare_table.py): nothing to report"
             )
         fresh = [e for e in evals if e[1].resolve() not in seen]  # RUN and RUN/eval_test: reported once
         seen.update(e[1].resolve() for e in fresh)
