@@ -1,11 +1,13 @@
-"""The peer comparison table and Pareto plots, from the runs of scripts/compare_peers.sh and one bench.
+"""The peer comparison table and Pareto plots, from the runs of scripts/compare_peers.sh and benches.
 
     python scripts/compare_table.py --runs runs/compare/hippocampus [runs/compare/left_atrium]
-        [--bench runs/bench_peers/bench.json] --out docs/results/peers
+        [--bench docs/bench_peers/engines/bench.json docs/bench_peers/recipe/bench.json] --out docs/results/peers
 
 Reads, per dataset folder, ``<spec>/s<seed>/log.json`` (epoch times) and ``eval_test/metrics.json``
-(test-part fg mIoU and Dice, mean over cases), and from the bench (optional) params, FLOPs, training
-memory at each scaling side and the best engine's CPU throughput. Writes ``peers.md`` (the table,
+(test-part fg mIoU and Dice, mean over cases), and from the benches (optional; scripts/bench_peers.sh)
+params, FLOPs and batch-1 latency (from the first bench that measured the model: give the 224^2 bench
+first), training memory per (side, training batch) of every scaling point of every bench, and the best
+engine's CPU throughput. Writes ``peers.md`` (the table,
 mean +- std over seeds, with the number of seeds) and ``pareto_<dataset>.png`` (accuracy against
 batch-1 latency and against training memory) into ``--out``; prints the table.
 """
@@ -68,7 +70,9 @@ def _bench(paths: list[Path]) -> dict[str, dict[str, Any]]:
 
 def _add_memory(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> None:
     """Training memory of every scaling point, keyed by (side, training batch)."""
-    batch = report["meta"].get("train_batch")
+    batch = report.get("meta", {}).get("train_batch")
+    if batch is None:
+        return  # a bench that did not record its training batch: its memory would be ambiguous
     for label, points in report.get("scaling", {}).items():  # label -> one point per side
         for row in points:
             if row.get("status") == "ok" and label in facts and row.get("mem_train_mib"):
@@ -76,16 +80,17 @@ def _add_memory(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> Non
 
 
 def _add_engines(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> None:
-    """The best engine's throughput of every model of the engine table."""
+    """The best engine's throughput of every model of the engine table (int8 left out: the bench
+    calibrates it on random inputs, so its accuracy is not established; bf16's is, docs/benchmarks.md)."""
     for row in report.get("engines", []):
         f = facts.get(row["label"])
         if (
             f is not None
             and row.get("status") == "ok"
+            and row["engine"] != "onnxruntime_int8"
             and (row["throughput_img_s"] or 0) > (f["throughput"] or 0)
         ):
             f.update(throughput=row["throughput_img_s"], engine=row["engine"])
-    return facts
 
 
 def _static(specs: list[str], side: int, in_channels: int, num_classes: int) -> dict[str, dict[str, Any]]:

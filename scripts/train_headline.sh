@@ -21,6 +21,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$DATA" ] || { echo "error: --data DIR (a Task04_Hippocampus folder) is required" >&2; exit 2; }
+# an experiment's overrides get their own folder: a default folder may hold the plain recipe's finished models
+[ ${#SETS[@]} -eq 0 ] || [ -n "$OUT" ] || { echo "error: --set needs --out DIR (a folder for this experiment)" >&2; exit 2; }
 OUT="${OUT:-runs/headline_s$SEED}"
 [ -x .venv/bin/emfformer ] || bash scripts/setup.sh
 EMF=.venv/bin/emfformer

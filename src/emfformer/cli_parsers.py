@@ -169,7 +169,9 @@ def _pack(sub: Any) -> argparse.ArgumentParser:
 def _report(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page: results, curves, bench plots, overlays")
     p.add_argument(
-        "runs", nargs="+", help="run folders, evaluation folders (evaluate --out) and/or bench folders"
+        "runs",
+        nargs="+",
+        help="run folders, evaluation folders (evaluate --out), bench folders and/or peer comparisons (scripts/compare_table.py --out)",
     )
     _add_out_arg(p, "the .html file to write", required=True)
     p.add_argument("--data", help="dataset folder for the overlays (default: the one the evaluation used)")

@@ -324,3 +324,35 @@ def test_cli_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_cli_bad_spec_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--models", "emf_former_s:conv", "--out", str(tmp_path)]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--engine-batch", "0", "--engines", "fused"], "--engine-batch must be an int >= 1"),
+        (["--engine-batch", "16"], "add --engines"),
+    ],
+)
+def test_cli_engine_batch_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert main(["bench", "--quick", "--out", str(tmp_path / "b"), *flags]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_engine_batch_reaches_the_engine_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import emfformer.bench.probe as probe
+    from emfformer.bench import engines
+
+    seen = []
+    monkeypatch.setattr(probe, "run_probe", lambda req, timeout: seen.append(req.batch) or {"status": "ok"})
+
+    class Bar:
+        def set_postfix_str(self, _: str) -> None: ...
+        def update(self) -> None: ...
+
+    base = probe.ProbeRequest(size=224)
+    rows = engines.run_engine_probes([probe.parse_spec("unet")], ("fused",), base, 1.0, Bar(), 16)
+    assert seen == [16] and rows[0]["batch"] == 16
+    engines.run_engine_probes([probe.parse_spec("unet")], ("fused",), base, 1.0, Bar())
+    assert seen[-1] == 5  # predict's batch at 224^2

@@ -176,7 +176,9 @@ def test_report_draws_a_peer_comparison(tmp_path: Path) -> None:
     )
     fig = plt.figure(figsize=(2, 2))
     fig.savefig(folder / "pareto_hippocampus.png")
+    fig.savefig(folder / "pareto_old_run.png")  # left by an earlier table: not linked, not drawn
     plt.close(fig)
     page = write_html_report([folder], tmp_path / "r.html").read_text()
-    assert "<h3>Peer comparison</h3>" in page and page.count("<tr>") >= 3 and "72.85 ± 0.26" in page
-    assert "![" not in page and page.count('src="data:image/png;base64,') == 1  # the plot, embedded
+    assert "<h3>Peer comparison</h3>" in page and "<h4>hippocampus</h4>" in page
+    assert page.count("<tr>") >= 3 and "72.85 ± 0.26" in page
+    assert "![" not in page and page.count('src="data:image/png;base64,') == 1  # the linked plot, embedded

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "DEFAULT_MODELS", "DEFAULT_SCALING_SIZES", "ENGINES", "OURS", "OURS_RECOMPUTE", "QUICK", "TWIN", "TWIN_SDPA",
+    "DEFAULT_MODELS", "DEFAULT_SCALING_SIZES", "ENGINES", "FLOAT32_ENGINES", "OURS", "OURS_RECOMPUTE", "QUICK", "TWIN", "TWIN_SDPA",
 ]  # fmt: skip
 
 OURS = "emf_former_s"
@@ -52,3 +52,5 @@ ENGINES = (
     "onnxruntime",
     "onnxruntime_int8",
 )  # see emfformer.bench.engines
+# the engines whose outputs equal the eager network's up to float32 rounding (the others: bf16, int8)
+FLOAT32_ENGINES = ("eager", "fused", "channels_last", "compile", "onnxruntime")

@@ -1,9 +1,9 @@
 """Inference engines side by side, and the latency of one whole-volume prediction.
 
 Each (model, engine) pair is timed in its own child process (:mod:`emfformer.bench.probe`,
-``kind="engine"``) at the bench's input side, with the batch ``predict`` itself runs at that side
-(`emfformer.engine.inference.slices_per_pass`: 5 images at 224 x 224), so that the table times
-what a user's prediction does:
+``kind="engine"``) at the bench's input side, by default with the batch ``predict`` itself runs at that
+side (`emfformer.engine.inference.slices_per_pass`: 5 images at 224 x 224), so that the table times
+what a user's prediction does (``--engine-batch`` sets another):
 
 * ``eager``: the network as trained (BatchNorm separate), eval mode;
 * ``fused``: the inference folds of :mod:`emfformer.models.fuse` (BatchNorm into the convs, layer
@@ -14,7 +14,7 @@ what a user's prediction does:
 * ``onnxruntime_int8``: that ONNX file with static int8 quantisation (onnxruntime's QDQ format,
   per-tensor scales calibrated on 8 standard-normal inputs: a speed measurement, not an accuracy one);
 * ``bf16``: fused, channels_last, under ``torch.autocast`` in bfloat16 (fast on CPUs with AVX512-BF16 /
-  AMX; the logits come back in float32).
+  AMX; the logits come back in float32). ``predict --bf16`` runs the same autocast, without channels_last.
 
 ``kind="predict"`` times `emfformer.engine.inference.predict_volume` on one Hippocampus-sized volume
 (36 x 50 x 35 voxels, 1 mm) with a checkpoint's members, after one warm-up call: the cost of a
@@ -212,12 +212,15 @@ def engine_batch(report: dict[str, Any]) -> int | None:
 
 def engine_markdown(report: dict[str, Any]) -> list[str]:
     """The engine and predict tables of bench.md (empty when they were not measured)."""
+    from ..engine.inference import slices_per_pass
+
     meta, peak = report["meta"], report["meta"].get("matmul_peak_gflops")
     lines: list[str] = []
     if report.get("engines"):
         batch = engine_batch(report)
         lines += ["", f"## Inference engines at {meta['size']}x{meta['size']}", "",
-                  f"Throughput at batch {batch}, the batch `predict` runs at this side (64 x 64 x 64 pixels per pass).",
+                  f"Throughput at batch {batch}, the batch `predict` runs at this side (64 x 64 x 64 pixels per pass)."
+                  if batch == slices_per_pass(meta["size"], meta["size"]) else f"Throughput at batch {batch} (`--engine-batch`).",
                   "", f"| Model | Engine | Throughput b{batch} (img/s) | best run | vs eager | Latency b1 (ms) | % of peak "
                   "| First call (s) | max abs logit diff vs eager | Status |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip

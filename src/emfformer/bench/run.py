@@ -189,7 +189,7 @@ def run_benchmark(
         timeout_s: a child running longer is killed (status ``timeout``).
         progress: show a tqdm progress bar.
         engines: inference engines (:data:`emfformer.bench.engines.ENGINES`) to time ``engine_models``
-            under, at ``size`` and ``batch``; empty: none.
+            under, at ``size`` and ``engine_batch``; empty: none.
         engine_models: specs for the engine table.
         engine_batch: throughput batch of the engine table (None: the batch ``predict`` runs at ``size``).
         predict_checkpoint: a checkpoint (path or shipped name) whose whole-volume predict is timed.
@@ -198,9 +198,7 @@ def run_benchmark(
         The report dict that was written to ``bench.json``.
     """
     _check_settings(models, size, batch, threads, repeats, train_batch, max_memory_gb, time_budget_s,
-                    matmul_seconds, warmup, scaling_sizes, device, engines)  # fmt: skip
-    if engine_batch is not None and engine_batch < 1:
-        raise ValueError(f"engine_batch must be >= 1, got {engine_batch}")
+                    matmul_seconds, warmup, scaling_sizes, device, engines, engine_batch)  # fmt: skip
     specs = [parse_spec(m) for m in models]
     engine_specs = [parse_spec(m) for m in engine_models] if engines else []
     scaling_specs = [parse_spec(m) for m in scaling_models] if scaling_sizes else []
@@ -258,9 +256,16 @@ def _run_probes(
 def _check_settings(
     models: Sequence[str], size: int, batch: int, threads: int, repeats: int, train_batch: int,
     max_memory_gb: float, time_budget_s: float, matmul_seconds: float, warmup: int,
-    scaling_sizes: Sequence[int], device: str, engines: Sequence[str],
+    scaling_sizes: Sequence[int], device: str, engines: Sequence[str], engine_batch: int | None = None,
 ) -> None:  # fmt: skip
     """Every argument of `run_benchmark` checked up front, with a clear ValueError."""
+    if engine_batch is not None:
+        if isinstance(engine_batch, bool) or not isinstance(engine_batch, int) or engine_batch < 1:
+            raise ValueError(f"--engine-batch must be an int >= 1, got {engine_batch!r}")
+        if not engines:
+            raise ValueError(
+                "--engine-batch sets the engine table's batch: add --engines (or drop --engine-batch)"
+            )
     bad = sorted(set(engines) - set(ENGINES))
     if bad:
         raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ENGINES)}")

@@ -1,7 +1,8 @@
 """The value checks of a run configuration: one table of (condition, message) per section.
 
-:func:`emfformer.engine.config.load_config` runs :func:`check_values` after every merge (defaults < YAML <
-overrides), so a bad value is named by its dotted key before any work starts.
+:func:`emfformer.engine.config.load_config` (and ``config_from_dict``) runs :func:`check_values` once the
+defaults, the YAML file and the overrides are merged, so a bad value is named by its dotted key before any
+work starts. The model name is checked first: the size rule depends on it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ Check = tuple[bool, str]
 
 def check_values(cfg: RunConfig) -> None:
     """Every value of ``cfg`` in its range; raises ValueError naming the key of the first that is not."""
-    for ok, msg in [*_optim_checks(cfg), *_data_checks(cfg), *_run_checks(cfg)]:
+    known = cfg.model.name in list_models()
+    model = [(known, f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}")]
+    for ok, msg in [*model, *_optim_checks(cfg), *_data_checks(cfg), *_run_checks(cfg)]:
         if not ok:
             raise ValueError(msg)
     _check_seeds(cfg)
@@ -74,10 +77,6 @@ def _run_checks(cfg: RunConfig) -> list[Check]:
             f"device must be auto|cpu|cuda|cuda:N|mps, got {cfg.device!r}",
         ),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
-        (
-            cfg.model.name in list_models(),
-            f"Unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}",
-        ),
     ]
 
 

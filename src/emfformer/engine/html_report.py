@@ -1,11 +1,11 @@
-"""One self-contained HTML page about run, evaluation and bench folders, to send to a colleague.
+"""One self-contained HTML page about run, evaluation, bench and peer-comparison folders, to send to a
+colleague.
 
 ``emfformer report FOLDER... -o report.html`` takes run folders (``train``: ``config.yaml``,
 ``log.csv``, ``curves.png``, ``eval_*/``), evaluation folders (``evaluate --out``: ``metrics.json``,
-``per_case.csv``, ``summary.md``) and bench folders (``bench.json``, ``bench.md``, PNGs), peer comparisons (``peers.md`` and
-``pareto_*.png`` of scripts/compare_table.py), several of
-either. The page: where and with what it was written, one results table over every evaluation,
-then per folder its metadata (report_meta.py), training curves, per-case plots (report_plots.py),
+``per_case.csv``, ``summary.md``), bench folders (``bench.json``, ``bench.md``, PNGs) and peer
+comparisons (``peers.md`` and its Pareto PNGs, scripts/compare_table.py), several of each. The page:
+where and with what it was written, one results table over every evaluation, then per folder its metadata (report_meta.py), training curves, per-case plots (report_plots.py),
 overlays of the best, median and worst case (report_cases.py, overlays.py) and the bench tables
 rendered from ``bench.md`` (md_tables.py). Images are embedded, so the page is one file
 (report_page.py: the style sheet and element builders).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -153,14 +154,18 @@ def _bench_section(folder: Path) -> str:
 
 
 def _comparison_section(folder: Path) -> str:
-    """The peer comparison of scripts/compare_table.py: its tables and Pareto plots."""
-    text = (folder / "peers.md").read_text(encoding="utf-8")
-    tables = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images: below
-    plots = "".join(file_img(p, p.stem.replace("_", " ")) for p in sorted(folder.glob("pareto_*.png")))
+    """The peer comparison of scripts/compare_table.py: its tables and the Pareto plots it links."""
+    lines = (folder / "peers.md").read_text(encoding="utf-8").splitlines()
+    tables = "\n".join(line for line in lines if not line.startswith("!["))  # images: embedded below
+    linked = [m.group(1) for line in lines if (m := re.match(r"!\[[^\]]*\]\(([^)]+)\)", line))]
+    # only the plots peers.md links: an older PNG left in the folder is not this table's
+    plots = "".join(
+        file_img(folder / n, Path(n).stem.replace("_", " ")) for n in linked if (folder / n).is_file()
+    )
     return "\n".join(
         [
             "<h3>Peer comparison</h3>",
-            markdown_to_html(tables, heading_shift=3),
+            markdown_to_html(tables, heading_shift=1),
             f'<div class="grid">{plots}</div>',
         ]
     )
@@ -199,7 +204,8 @@ def write_html_report(
     overwrite: bool = False,
     device: str = "cpu",
 ) -> Path:
-    """Write one self-contained HTML page about ``run_dirs`` (run, evaluation and/or bench folders).
+    """Write one self-contained HTML page about ``run_dirs`` (run, evaluation, bench and/or peer-comparison
+    folders).
 
     ``data_dir``: the dataset of the overlays (default: the one each evaluation recorded); ``device``:
     where the overlays' cases are segmented again.
@@ -216,7 +222,7 @@ def write_html_report(
     for folder in folders:
         if not folder.is_dir():
             raise ValueError(
-                f"{folder} is not a folder; give run, evaluation (evaluate --out) or bench folders"
+                f"{folder} is not a folder; give run, evaluation (evaluate --out), bench or peer-comparison folders"
             )
         evals = _evaluations(folder)
         if (
