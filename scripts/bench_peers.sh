@@ -5,8 +5,8 @@
 #   engines/   params, FLOPs, latency at 224^2; training memory at 512^2 (batch 2); the inference engines
 #              (all but compile: minutes of compiling per model) at 224^2, batch 16, for the compared models
 #              and EMF-former-S (the 5x goal against MONAI UNet, one of the compared models)
-#   recompute/ EMF-former-S and its SDPA twin with and without recomputation at 512^2 and 1024^2 (batch 2):
-#              training memory and step time
+#   recompute/ EMF-former-S and both twins (SDPA, explicit softmax) with and without recomputation at 512^2
+#              and 1024^2 (batch 2): training memory and step time
 #   bash scripts/bench_peers.sh [--out docs/bench_peers] [--threads 2]
 # Then: python scripts/compare_table.py --runs ... --bench OUT/engines/bench.json OUT/recipe/bench.json
 set -euo pipefail
@@ -30,7 +30,7 @@ $EMF bench --models $PEERS --size 64 --batch 32 --train-batch 32 --scaling-sizes
 $EMF bench --models $PEERS --size 224 --batch 16 --train-batch 2 --scaling-sizes 512 --scaling-models $PEERS \
   --engines eager fused channels_last bf16 onnxruntime onnxruntime_int8 --engine-models emf_former_s $PEERS \
   --engine-batch 16 "${COMMON[@]}" -o "$OUT/engines"
-RECOMPUTE="emf_former_s emf_former_s:recompute=cheap emf_former_s:recompute=all emf_former_s_twin_sdpa emf_former_s_twin_sdpa:recompute=cheap emf_former_s_twin_sdpa:recompute=all"
+RECOMPUTE="emf_former_s emf_former_s:recompute=cheap emf_former_s:recompute=all emf_former_s_twin_sdpa emf_former_s_twin_sdpa:recompute=cheap emf_former_s_twin_sdpa:recompute=all emf_former_s_twin emf_former_s_twin:recompute=cheap emf_former_s_twin:recompute=all"
 # shellcheck disable=SC2086
 $EMF bench --models $RECOMPUTE --size 224 --batch 16 --train-batch 2 --scaling-sizes 512 1024 \
   --scaling-models $RECOMPUTE "${COMMON[@]}" -o "$OUT/recompute"
