@@ -77,6 +77,7 @@ def _add_memory(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> Non
         for row in points:
             if row.get("status") == "ok" and label in facts and row.get("mem_train_mib"):
                 facts[label]["mem"][(int(row["size"]), batch)] = row["mem_train_mib"]
+                facts[label].setdefault("step", {})[(int(row["size"]), batch)] = row.get("train_step_ms")
 
 
 def _add_engines(facts: dict[str, dict[str, Any]], report: dict[str, Any]) -> None:
@@ -115,7 +116,7 @@ def _pm(values: list[float]) -> str:
 
 
 def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides: list[tuple]) -> list[str]:
-    mem_cols = "".join(f"train MiB {s}² b{b} | " for s, b in sides)
+    mem_cols = "".join(f"train MiB / step ms {s}² b{b} | " for s, b in sides)
     lines = [
         f"### {name}",
         "",
@@ -126,7 +127,7 @@ def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides
     order = sorted(runs, key=lambda s: -statistics.mean(r["miou"] for r in runs[s]))
     for spec in order:
         rs, b = runs[spec], bench.get(spec, {})
-        mem = "".join(f"{b['mem'][s]:.0f} | " if s in b.get("mem", {}) else "– | " for s in sides)
+        mem = "".join(_mem_cell(b, s) for s in sides)
         speed = f"{b['throughput']:.1f} ({b['engine']})" if b.get("throughput") else "–"
         params = f"{b['params'] / 1e6:.3f}" if b.get("params") else "–"
         gflops = f"{b['gflops']:.3f}" if b.get("gflops") else "–"
@@ -135,6 +136,14 @@ def _table(name: str, runs: dict[str, list[dict]], bench: dict[str, dict], sides
             f"{statistics.median(r['epoch_s'] for r in rs):.0f} | {params} | {gflops} | {mem}{speed} |"
         )
     return [*lines, ""]
+
+
+def _mem_cell(facts: dict[str, Any], key: tuple) -> str:
+    """Training memory and step time of one training step at ``key`` = (side, batch): "MiB / ms"."""
+    mem, step = facts.get("mem", {}).get(key), facts.get("step", {}).get(key)
+    if mem is None:
+        return "– | "
+    return f"{mem:.0f} / {step:.0f} | " if step else f"{mem:.0f} / – | "
 
 
 def _pareto(
@@ -146,7 +155,7 @@ def _pareto(
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in (
-        (axes[0], "latency_ms", "CPU latency, batch 1 (ms)"),
+        (axes[0], "latency_ms", f"CPU latency, batch 1, eager, {points[0][2].get('size')}² (ms)"),
         (axes[1], "mem", f"training memory at {side[0]}², batch {side[1]} (MiB)" if side else ""),
     ):
         for spec, miou, b in points:

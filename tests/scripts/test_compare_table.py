@@ -37,7 +37,8 @@ def test_table_has_mean_and_std_over_seeds_and_the_bench_columns(tmp_path: Path)
              "throughput_img_s": 50.0, "size": 224},
             {"label": "unext", "params": 1_471_425, "flops": 8.6e8, "latency_ms": 10.0, "throughput_img_s": 90.0},
         ],
-        "scaling": {"emf_former_s:head_stride=1": [{"size": 512, "status": "ok", "mem_train_mib": 700.0}],
+        "scaling": {"emf_former_s:head_stride=1": [{"size": 512, "status": "ok", "mem_train_mib": 700.0,
+                                                    "train_step_ms": 812.4}],
                     "unext": [{"size": 512, "status": "ok", "mem_train_mib": 400.0}]},
         "engines": [{"label": "unext", "engine": "onnxruntime", "status": "ok", "throughput_img_s": 150.0}],
     }  # fmt: skip
@@ -52,10 +53,12 @@ def test_table_has_mean_and_std_over_seeds_and_the_bench_columns(tmp_path: Path)
     benches = [str(tmp_path / "bench.json"), str(tmp_path / "recipe.json")]
     assert _module().main(["--runs", str(runs), "--bench", *benches, "--out", str(out)]) == 0
     table = (out / "peers.md").read_text()
-    assert "| train MiB 64² b32 | train MiB 512² b2 |" in table
+    assert "| train MiB / step ms 64² b32 | train MiB / step ms 512² b2 |" in table
     ours = next(line for line in table.splitlines() if line.startswith("| emf_former_s:head_stride=1"))
-    assert "| 2 | **71.00 ± 1.41** |" in ours and "| 0.780 | 0.560 | 90 | 700 | 50.0 (eager) |" in ours
+    assert (
+        "| 2 | **71.00 ± 1.41** |" in ours and "| 0.780 | 0.560 | 90 / – | 700 / 812 | 50.0 (eager) |" in ours
+    )
     peer = next(line for line in table.splitlines() if line.startswith("| unext"))
-    assert "| 1 | **65.00** |" in peer and "| – | 400 | 150.0 (onnxruntime)" in peer
+    assert "| 1 | **65.00** |" in peer and "| – | 400 / – | 150.0 (onnxruntime)" in peer
     assert table.index("| emf_former_s") < table.index("| unext")  # best mIoU first
     assert (out / "pareto_hippocampus.png").stat().st_size > 0
