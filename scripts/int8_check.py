@@ -26,7 +26,7 @@ from emfformer.data.locate import load_dataset
 from emfformer.data.splits import select_cases
 from emfformer.engine.checkpoint import load_members, resolve_checkpoint
 from emfformer.engine.config import config_from_dict
-from emfformer.engine.export import ExportedNet, _write_onnx
+from emfformer.engine.export import ExportedNet, _write_onnx, quantize_onnx_int8
 from emfformer.engine.inference import evaluate_volumes
 
 
@@ -43,30 +43,11 @@ class Recorder(nn.Module):
         return self.net(x)
 
 
-def _quantize(fp32: Path, batches: list[np.ndarray], limit: int = 64) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+def _calibration_inputs(batches: list[np.ndarray], limit: int = 64) -> list[np.ndarray]:
+    """Up to ``limit`` recorded network inputs, drawn at random (seed 0), each (1, C, H, W)."""
     images = [img[None] for b in batches for img in b]
     picks = np.random.default_rng(0).choice(len(images), size=min(limit, len(images)), replace=False)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter({"image": images[i]} for i in picks)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    prepared, out = fp32.with_suffix(".pre.onnx"), fp32.with_suffix(".int8.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ)
-    return out
-
-
-def _exported(path: Path, model: nn.Module) -> ExportedNet:
-    net = ExportedNet(path)
-    net.input_multiple = getattr(model, "input_multiple", None)
-    return net
+    return [images[i] for i in picks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     for i, ((rec, pre), (model, _)) in enumerate(zip(recorders, members, strict=True)):
         onnx_path = folder / f"m{i}.onnx"
         _write_onnx(model, torch.zeros(1, pre.context * pre.channels, pre.size, pre.size), onnx_path)
-        fp32.append((_exported(onnx_path, model), pre))
-        int8.append((_exported(_quantize(onnx_path, rec.seen), model), pre))
+        multiple = getattr(model, "input_multiple", None)
+        fp32.append((ExportedNet(onnx_path, multiple), pre))
+        int8.append(
+            (ExportedNet(quantize_onnx_int8(onnx_path, _calibration_inputs(rec.seen)), multiple), pre)
+        )
     for name, nets in (("float32_onnx", fp32), ("int8_onnx", int8)):
         with torch.inference_mode():
             _, summary = evaluate_volumes(

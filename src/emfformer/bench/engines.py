@@ -70,39 +70,20 @@ def prepare_engine(model: nn.Module, engine: str, example: torch.Tensor, threads
 def _onnx_runner(model: nn.Module, example: torch.Tensor, threads: int, int8: bool = False) -> Callable:
     import onnxruntime as ort
 
-    from ..engine.export import _write_onnx  # the exporter `emfformer export` uses
+    from ..engine.export import _write_onnx, quantize_onnx_int8  # what `emfformer export` uses
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     _write_onnx(model, example[:1], path)
-    if int8:
-        path = _quantize_int8(path, tuple(example.shape[1:]))
+    if int8:  # calibrated on 8 standard-normal inputs: a speed figure, not an accuracy one
+        rng = np.random.default_rng(0)
+        path = quantize_onnx_int8(
+            path, (rng.standard_normal((1, *example.shape[1:]), dtype=np.float32) for _ in range(8))
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
-
-
-def _quantize_int8(path: Path, chw: tuple[int, ...], n_calibration: int = 8) -> Path:
-    """``path`` quantised to int8 by onnxruntime (static, QDQ, per-tensor), calibrated on standard-normal
-    inputs of shape ``(1, *chw)``; returns the new file's path."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Normal(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.items = iter(
-                {"image": rng.standard_normal((1, *chw), dtype=np.float32)} for _ in range(n_calibration)
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    prepared, out = path.with_name("prepared.onnx"), path.with_name("model_int8.onnx")
-    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out), Normal(), quant_format=QuantFormat.QDQ)
-    return out
 
 
 def probe_engine(req: Any, model: nn.Module, res: dict[str, Any]) -> None:

@@ -51,14 +51,14 @@ def _optim_checks(cfg: RunConfig) -> list[Check]:
 
 
 def _data_checks(cfg: RunConfig) -> list[Check]:
-    d = cfg.data
+    d, size_problem = cfg.data, _size_problem(cfg)
     margin_ok = d.patch_margin == "auto" or (
         isinstance(d.patch_margin, int) and not isinstance(d.patch_margin, bool) and d.patch_margin >= 0
     )
     return [
         (margin_ok, f"data.patch_margin must be auto or an int >= 0, got {d.patch_margin!r}"),
         (d.memory_budget_mib > 0, f"data.memory_budget_mib must be > 0, got {d.memory_budget_mib}"),
-        (not _size_problem(cfg), f"data.size: {_size_problem(cfg)}"),
+        (not size_problem, f"data.size: {size_problem}"),
         (0.0 < d.keep_empty <= 1.0, f"data.keep_empty must be in (0, 1], got {d.keep_empty}"),
         (d.fold >= -1, f"data.fold must be >= 0, or -1 for all non-test cases, got {d.fold}"),
         (0.0 <= d.flip_prob <= 1.0, f"data.flip_prob must be in [0, 1], got {d.flip_prob}"),

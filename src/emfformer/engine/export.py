@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ from ..io import atomic_write, atomic_write_json
 from .checkpoint import load_members, resolve_checkpoint
 from .inference import Member
 
-__all__ = ["FORMATS", "export_checkpoint", "load_exported", "onnx_members", "ExportedNet", "PARITY_ATOL"]
+__all__ = [
+    "FORMATS", "export_checkpoint", "load_exported", "onnx_members", "quantize_onnx_int8", "ExportedNet", "PARITY_ATOL",
+]  # fmt: skip
 
 FORMATS = ("onnx", "torchscript")
 # max |logit difference| allowed between the exported file and PyTorch, per unit of the largest |logit|
 # above 1: float32 rounding grows with the logits' scale (untrained EGE-UNet's reach +-25)
 PARITY_ATOL = 1e-4
+ONNX_INPUT = "image"  # the input name of every ONNX file we write
 
 
 def _member_paths(out: Path, n: int) -> list[Path]:
@@ -44,8 +48,8 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         with warnings.catch_warnings():  # tracer notes on shape checks that hold for every valid size
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": axes, "logits": axes}, opset_version=17, dynamo=False,
+                model, (example,), str(tmp), input_names=[ONNX_INPUT], output_names=["logits"],
+                dynamic_axes={ONNX_INPUT: axes, "logits": axes}, opset_version=17, dynamo=False,
             )  # fmt: skip
 
     atomic_write(path, write, suffix=".onnx")
@@ -64,9 +68,10 @@ class ExportedNet(nn.Module):
     (B, C, H, W) float32 -> (B, classes, H, W) logits, on the CPU.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, input_multiple: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
+        self.input_multiple = input_multiple  # dynamic axes: inference grows inputs as for the model
         self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells inference the device
         if self.path.suffix == ".onnx":
             try:
@@ -85,7 +90,7 @@ class ExportedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.script is not None:
             return self.script(x)
-        out = self.session.run(None, {"image": x.detach().cpu().numpy().astype(np.float32)})[0]
+        out = self.session.run(None, {ONNX_INPUT: x.detach().cpu().numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)
 
 
@@ -109,14 +114,34 @@ def onnx_members(members: list[Member]) -> list[Member]:
             raise ValueError(
                 "--engine onnxruntime needs onnx and onnxruntime: pip install 'emfformer[export]'"
             ) from exc
-        net = ExportedNet(path)
+        net = ExportedNet(path, getattr(model, "input_multiple", None))
         diff, tol = _parity(model, net, pre.context * pre.channels, pre.size)
         if not diff <= tol:
             raise ValueError(
                 f"the ONNX export of member {i} differs from PyTorch by {diff:.2e} > {tol:.1e}; use --engine torch"
             )
-        net.input_multiple = getattr(model, "input_multiple", None)
         out.append((net, pre))
+    return out
+
+
+def quantize_onnx_int8(path: Path, inputs: Iterable[np.ndarray]) -> Path:
+    """``path`` (an ONNX file of this module) quantised to int8 by onnxruntime: static, QDQ format,
+    per-tensor scales calibrated (MinMax) on ``inputs``, each a (1, C, H, W) float32 array. Writes
+    ``<stem>.pre.onnx`` (onnxruntime's pre-processed model) and ``<stem>.int8.onnx`` beside it; returns the
+    latter."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter({ONNX_INPUT: x} for x in inputs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    prepared, out = path.with_suffix(".pre.onnx"), path.with_suffix(".int8.onnx")
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ)
     return out
 
 
@@ -237,7 +262,7 @@ def _exported_member(file: Path, entry: dict[str, Any]) -> Member:
     if not file.is_file():
         raise ValueError(f"member file {file} is missing (export again with `emfformer export`)")
     try:
-        net = ExportedNet(file)
+        net = ExportedNet(file, entry.get("input_multiple"))
     except ValueError:
         raise
     except Exception as exc:  # onnxruntime / torch.jit raise their own types for damaged files
@@ -245,7 +270,6 @@ def _exported_member(file: Path, entry: dict[str, Any]) -> Member:
         raise ValueError(
             f"member file {file} cannot be read ({reason}): is it complete? Export again"
         ) from exc
-    net.input_multiple = entry.get("input_multiple")  # dynamic axes: same growth rule as the model
     return net, PreprocessConfig.from_dict(entry["preprocess"])
 
 
