@@ -6,7 +6,7 @@
 #        [--set "KEY=VALUE ..."]   (config overrides for all three models, e.g. "data.patch_margin=8")
 #
 # About 49 min of training on an idle 2-core CPU with 2 threads (3 x 16 epochs of 2.5D slices on 166 cases;
-# measured per epoch, docs/results.md). Test fg mIoU 79.47 +- 0.09 over 3 seeds.
+# measured per epoch, docs/results.md). Test fg mIoU 79.29 +- 0.06 over 3 seeds (v0.4 pipeline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=""; SEED=0; OUT=""; THREADS=2; SETS=()
