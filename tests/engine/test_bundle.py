@@ -21,8 +21,8 @@ from emfformer.data.normalize import normalize_channels
 from emfformer.data.preprocess import PreprocessConfig
 from emfformer.data.synthetic import write_msd_phantoms
 from emfformer.engine.bundle import export_bundle
-from emfformer.engine.bundle_meta import modality
-from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from emfformer.engine.bundle_meta import channel_names, modality
+from emfformer.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from emfformer.engine.config import load_config
 from emfformer.engine.predict import run_prediction
 from emfformer.engine.train import run_training
@@ -123,7 +123,14 @@ def test_shipped_25d_bundle_takes_context_channels(tmp_path: Path) -> None:
         "image"
     ]
     assert image["num_channels"] == 3
-    assert list(image["channel_def"].values()) == ["image, slice -1", "image, slice +0", "image, slice +1"]
+    # the channel is named by the member's plan (MSD's "MRI"), else "image"
+    name = channel_names(load_checkpoint(resolve_checkpoint("hippocampus"))["members"][0])[0]
+    assert name in ("MRI", "image")
+    assert list(image["channel_def"].values()) == [
+        f"{name}, slice -1",
+        f"{name}, slice +0",
+        f"{name}, slice +1",
+    ]
     meta, config = str(b / "configs" / "metadata.json"), str(b / "configs" / "inference.json")
     verify_net_in_out("network_def", meta, config, device="cpu")  # in-process: what the command runs
     with pytest.raises(RuntimeError):  # and it checks: 2 channels do not fit the network
