@@ -27,12 +27,17 @@ def fg_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def resampled(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, mm: float):
-    """``image``/``truth`` on a grid of ``mm`` voxels over the same field of view, and that grid's affine."""
-    fine = zoom(image, 1 / mm, order=1)
-    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0)
+def resampled(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, voxel: float | np.ndarray):
+    """``image``/``truth`` on voxels ``voxel`` times the stored ones (a number or one per axis) over the
+    same field of view, and that grid's exact affine."""
+    # grid_mode: voxels are boxes and both grids span the same extent, so the new spacing is exactly
+    # n_old / n_new and no edge voxel samples outside the scan (which mode="constant" would fill with 0)
+    fine = zoom(image, 1 / np.asarray(voxel, float), order=1, grid_mode=True, mode="nearest")
+    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0, grid_mode=True, mode="nearest")
+    ratio = np.array(image.shape) / np.array(fine.shape)
     out = affine.copy()
-    out[:3, :3] *= np.array(image.shape) / np.array(fine.shape)
+    out[:3, :3] *= ratio
+    out[:3, 3] = affine[:3, :3] @ ((ratio - 1) / 2) + affine[:3, 3]  # the first new voxel's centre
     return fine, fine_truth, out
 
 

@@ -4,15 +4,18 @@
 
 For each case of the checkpoint's stored test part (nnU-Net v2 layout, one channel): fg Dice as stored;
 flipped to LPS (x and y reversed, affine updated: the same scan on another grid); resampled to
-1.0 x 1.0 x 2.5 mm (a coarser, anisotropic protocol); and at 0.8 mm pasted off-centre into a field twice
-as wide in-plane on a zero background. Every copy carries its true affine, so a drop is the model's.
-Prints a markdown table and the mean of each column. (scripts/geometry_check.py does the same for the
-MSD hippocampus layout.)
+1.0 x 1.0 x 2.5 mm (a coarser, anisotropic protocol); at 0.8 mm; and that 0.8 mm copy pasted off-centre
+into a field twice as wide in-plane on a zero background, segmented as shipped (the constant-border crop
+takes the zeros away again) and with the crop off (the sliding window sees the whole field). Every copy
+carries its true affine, so a drop is the model's. Prints a markdown table, the mean of each column, and
+in how many cases the LPS labels, flipped back, equal the stored case's. (scripts/geometry_check.py does
+the same for the MSD hippocampus layout.)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +27,8 @@ from emfformer.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
 
 def _variants(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing: np.ndarray):
-    """(image, truth, affine) as stored, as LPS, at 1 x 1 x 2.5 mm, and off-centre in a 2x wider field."""
+    """(image, truth, affine) as stored, as LPS, at 1 x 1 x 2.5 mm, at 0.8 mm, and that copy off-centre in a
+    2x wider field."""
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     flip[:3, 3] = [image.shape[0] - 1, image.shape[1] - 1, 0]  # index i -> n-1-i: same world position
     yield image, truth, affine
@@ -32,10 +36,32 @@ def _variants(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing:
     # `resampled` takes the new voxel size in units of the stored one
     yield resampled(image, truth, affine, np.array([1.0, 1.0, 2.5]) / spacing)
     fine, fine_truth, fine_affine = resampled(image, truth, affine, 0.8 / spacing)
+    yield fine, fine_truth, fine_affine
     x, y, z = fine.shape
     field, field_truth = np.zeros((2 * x, 2 * y, z), np.float32), np.zeros((2 * x, 2 * y, z), np.int16)
     field[x - 5 : 2 * x - 5, 3 : 3 + y], field_truth[x - 5 : 2 * x - 5, 3 : 3 + y] = fine, fine_truth
-    yield field, field_truth, fine_affine
+    shift = np.eye(4)
+    shift[:3, 3] = [-(x - 5), -3, 0]  # the scan keeps its world position inside the wider field
+    yield field, field_truth, fine_affine @ shift
+
+
+def _crop_border(model, on: bool) -> None:
+    """Turn the constant-border crop of every member on or off."""
+    for i, (net, pre) in enumerate(model.members):
+        model.members[i] = (net, dataclasses.replace(pre, crop_border=on))
+
+
+def _row(model, image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing: np.ndarray, tta: bool):
+    """fg Dice of each copy (the last one twice: crop on, crop off) and whether LPS gave the same labels."""
+    copies = list(_variants(image, truth, affine, spacing))
+    labels = [segment(i, model, tta=tta, affine=a) for i, _, a in copies]
+    _crop_border(model, False)
+    labels.append(segment(copies[-1][0], model, tta=tta, affine=copies[-1][2]))
+    _crop_border(model, True)
+    truths = [t for _, t, _ in copies] + [copies[-1][1]]
+    return [fg_dice(p, t) for p, t in zip(labels, truths, strict=True)], bool(
+        (labels[1][::-1, ::-1] == labels[0]).all()
+    )
 
 
 def main() -> None:
@@ -48,18 +74,21 @@ def main() -> None:
     model = load_pretrained(args.checkpoint)
     ids = sorted(load_checkpoint(resolve_checkpoint(args.checkpoint))["splits"]["test"])[: args.cases]
     print(
-        "| case | as stored | LPS (x, y flipped) | 1.0 x 1.0 x 2.5 mm | 0.8 mm, off-centre, 2x wider zero field |"
+        "| case | as stored | LPS (x, y flipped) | 1.0 x 1.0 x 2.5 mm | 0.8 mm | 0.8 mm off-centre in a 2x wider"
+        " zero field | the same, border crop off |"
     )
-    print("|---|---:|---:|---:|---:|")
-    rows = []
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows, same = [], 0
     for case in ids:
         img = nib.load(args.data / "imagesTr" / f"{case}_0000.nii.gz")
         truth = np.asarray(nib.load(args.data / "labelsTr" / f"{case}.nii.gz").dataobj).astype(np.int16)
         image, spacing = np.asarray(img.dataobj, np.float32), np.array(img.header.get_zooms()[:3], float)
-        copies = _variants(image, truth, img.affine, spacing)
-        rows.append([fg_dice(segment(i, model, tta=args.tta, affine=a), t) for i, t, a in copies])
-        print(f"| {case} | " + " | ".join(f"{v:.3f}" for v in rows[-1]) + " |", flush=True)
+        dice, lps_same = _row(model, image, truth, img.affine, spacing, args.tta)
+        rows.append(dice)
+        same += lps_same
+        print(f"| {case} | " + " | ".join(f"{v:.3f}" for v in dice) + " |", flush=True)
     print("| **mean** | " + " | ".join(f"**{v:.4f}**" for v in np.mean(rows, axis=0)) + " |")
+    print(f"\nLPS labels, flipped back, equal the stored case's in {same} of {len(ids)} cases.")
 
 
 if __name__ == "__main__":

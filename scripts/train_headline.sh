@@ -5,7 +5,7 @@
 #   bash scripts/train_headline.sh --data DIR [--seed 0] [--out runs/headline_s0] [--threads 2]
 #        [--set "KEY=VALUE ..."]   (config overrides for all three models, e.g. "data.patch_margin=8")
 #
-# About 59 min of training on a 2-core CPU with 2 threads (3 x 24 epochs of 2.5D patches on 166 cases;
+# 55-59 min of training on a 2-core CPU with 2 threads (3 x 24 epochs of 2.5D patches on 166 cases;
 # docs/results.md). Test fg mIoU 79.67 / 79.75 / 79.81 for seeds 0 / 1 / 2, mean 79.75 +- 0.07 (seed 0 is
 # the shipped model, v0.6); the 16-epoch recipe of v0.4 gave 79.29 +- 0.06 over 3 seeds.
 set -euo pipefail

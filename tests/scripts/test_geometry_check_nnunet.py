@@ -24,12 +24,12 @@ def _module(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_the_left_atrium_model_follows_the_scan_onto_other_grids(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One test-part case as stored, as LPS, at 1 x 1 x 2.5 mm and off-centre in a 2x wider field:
+    """One test-part case as stored, as LPS, at 1 x 1 x 2.5 mm, at 0.8 mm and off-centre in a 2x wider field:
     LPS gives the same labels, the other copies stay within a few Dice points of the stored case."""
     value = os.environ.get("EMFFORMER_TEST_LA")
     if not value:
         pytest.skip("EMFFORMER_TEST_LA is not set; point it to Dataset101_LeftAtrium to run this")
-    from emfformer.api import load_pretrained, segment
+    from emfformer.api import load_pretrained
     from emfformer.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
     mod = _module(monkeypatch)
@@ -38,12 +38,47 @@ def test_the_left_atrium_model_follows_the_scan_onto_other_grids(monkeypatch: py
     img = nib.load(Path(value) / "imagesTr" / f"{case}_0000.nii.gz")
     truth = np.asarray(nib.load(Path(value) / "labelsTr" / f"{case}.nii.gz").dataobj).astype(np.int16)
     image, spacing = np.asarray(img.dataobj, np.float32), np.array(img.header.get_zooms()[:3], float)
-    labels, dice = [], []
-    for copy, copy_truth, affine in mod._variants(image, truth, img.affine, spacing):
-        labels.append(segment(copy, model, tta=False, affine=affine))
-        assert labels[-1].shape == copy.shape
-        dice.append(mod.fg_dice(labels[-1], copy_truth))
-    stored, lps, coarse, off_centre = dice
-    assert stored > 0.85
-    np.testing.assert_array_equal(labels[1][::-1, ::-1], labels[0])  # the same scan, the same labels
-    assert coarse > stored - 0.05 and off_centre > stored - 0.03, dice
+    dice, lps_same = mod._row(model, image, truth, img.affine, spacing, False)
+    stored, lps, coarse, fine, off_centre, crop_off = dice
+    assert stored > 0.85 and lps_same and lps == stored  # the same scan, the same labels
+    assert coarse > stored - 0.05 and fine > stored - 0.03 and off_centre > stored - 0.03, dice
+    assert crop_off > 0.5, dice  # the network alone on the wider field: worse, but it still finds the atrium
+
+
+def test_every_copy_keeps_the_scan_at_its_world_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies' affines are their true ones: a voxel of the scan lands on the same world point."""
+    mod = _module(monkeypatch)
+    spacing = np.array([0.625, 0.625, 1.25])
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-40.0, 12.0, 3.0]
+    image = np.random.default_rng(0).random((40, 32, 16)).astype(np.float32)
+    truth = np.zeros(image.shape, np.int16)
+    truth[18:24, 10:20, 6:10] = 1
+    centre = lambda vol, aff: (aff @ np.r_[np.argwhere(vol > 0).mean(0), 1.0])[:3]  # noqa: E731
+    world = centre(truth, affine)
+    copies = list(mod._variants(image, truth, affine, spacing))
+    assert len(copies) == 5
+    for copy, copy_truth, copy_affine in copies:
+        assert copy.shape == copy_truth.shape
+        # nearest-neighbour labels move the centroid by at most about half a new voxel
+        tol = 0.6 * np.abs(copy_affine[:3, :3]).max()
+        np.testing.assert_allclose(centre(copy_truth, copy_affine), world, atol=tol)
+    assert copies[-1][0].shape[:2] == tuple(2 * n for n in copies[-2][0].shape[:2])
+    np.testing.assert_allclose(np.abs(np.diag(copies[2][2])[:3]), [1.0, 1.0, 2.5], rtol=0.05)
+
+
+def test_resampling_samples_each_new_voxel_where_its_affine_puts_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a linear ramp, every resampled voxel holds the stored index of its own world point (no zero edge
+    slice, no compressed spacing)."""
+    mod = _module(monkeypatch)
+    affine = np.diag([0.625, 0.625, 0.625, 1.0])
+    affine[:3, 3] = [5.0, -7.0, 2.0]
+    ramp = np.broadcast_to(np.arange(88, dtype=np.float32), (6, 5, 88)).copy()
+    new, _, new_affine = mod.resampled(
+        ramp, np.zeros(ramp.shape, np.int16), affine, np.array([1.0, 1.0, 4.0])
+    )
+    k = np.arange(new.shape[2])
+    stored_index = (np.linalg.inv(affine) @ new_affine @ np.stack([0 * k, 0 * k, k, 1 + 0 * k]))[2]
+    inside = (stored_index >= 0) & (stored_index <= 87)  # the edges clamp to the first / last slice
+    np.testing.assert_allclose(new[0, 0, inside], stored_index[inside], atol=1e-3)
+    assert new[..., -1].min() > 80  # the last slice samples the scan's end, not a zero outside it
