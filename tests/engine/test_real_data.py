@@ -161,8 +161,9 @@ def _off_centre(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, fill: 
     """The case at 0.7 mm, pasted off-centre into a field 3x wider in-plane, axis 0 flipped."""
     from scipy.ndimage import zoom
 
-    fine = zoom(image, 1 / 0.7, order=1)
-    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0)
+    # grid_mode: both grids span the same extent, so the new spacing is exactly n_old / n_new
+    fine = zoom(image, 1 / 0.7, order=1, grid_mode=True, mode="nearest")
+    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0, grid_mode=True, mode="nearest")
     x, y, z = fine.shape
     field = np.full((3 * x, 3 * y, z), fill, np.float32)
     field_truth = np.zeros(field.shape, np.int16)
