@@ -9,36 +9,16 @@ The numbers quoted in README.md ("Any user's scan") and docs/model_card.md come 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.ndimage import zoom
 
-from emfformer.api import load_pretrained, segment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
+from scan_copies import fg_dice, flipped_xy, resampled  # noqa: E402
 
-
-def fg_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Foreground Dice over all non-zero classes (mean of the per-class Dice)."""
-    scores = []
-    for c in np.unique(truth[truth > 0]):
-        p, t = pred == c, truth == c
-        scores.append(2 * (p & t).sum() / max(p.sum() + t.sum(), 1))
-    return float(np.mean(scores))
-
-
-def resampled(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, voxel: float | np.ndarray):
-    """``image``/``truth`` on voxels ``voxel`` times the stored ones (a number or one per axis) over the
-    same field of view, and that grid's exact affine."""
-    # grid_mode: voxels are boxes and both grids span the same extent, so the new spacing is exactly
-    # n_old / n_new and no edge voxel samples outside the scan (which mode="constant" would fill with 0)
-    fine = zoom(image, 1 / np.asarray(voxel, float), order=1, grid_mode=True, mode="nearest")
-    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0, grid_mode=True, mode="nearest")
-    ratio = np.array(image.shape) / np.array(fine.shape)
-    out = affine.copy()
-    out[:3, :3] *= ratio
-    out[:3, 3] = affine[:3, :3] @ ((ratio - 1) / 2) + affine[:3, 3]  # the first new voxel's centre
-    return fine, fine_truth, out
+from emfformer.api import load_pretrained, segment  # noqa: E402
 
 
 def main() -> None:
@@ -54,9 +34,8 @@ def main() -> None:
         truth = np.asarray(nib.load(Path(args.data) / "labelsTr" / f"hippocampus_{case}.nii.gz").dataobj)
         image = np.asarray(img.dataobj, dtype=np.float32)
         reference = segment(image, model, affine=img.affine)
-        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-        flip[:3, 3] = [image.shape[0] - 1, image.shape[1] - 1, 0]
-        lps = segment(image[::-1, ::-1].copy(), model, affine=img.affine @ flip)[::-1, ::-1]
+        lps_image, lps_affine = flipped_xy(image, img.affine)
+        lps = segment(lps_image, model, affine=lps_affine)[::-1, ::-1]
         row = [f"{fg_dice(reference, truth):.3f}", str(bool((lps == reference).all()))]
         for mm in (0.7, 2.0):
             grid, grid_truth, affine = resampled(image, truth.astype(np.int16), img.affine, mm)

@@ -11,40 +11,37 @@ crop off (the zeros then enter both the intensity normalisation and the sliding 
 carries its true affine. Labels are resampled by nearest neighbour, which on an even ratio (2.5 mm from
 0.625 mm) falls half a stored voxel off the image: the resampled columns are slightly pessimistic. Prints a markdown table, the mean of each column, and
 in how many cases the LPS labels, flipped back, equal the stored case's. (scripts/geometry_check.py does
-the same for the MSD hippocampus layout.)
+the same for the MSD hippocampus layout; both build their copies with tests/engine/scan_copies.py.)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from geometry_check import fg_dice, resampled
 
-from emfformer.api import load_pretrained, segment
-from emfformer.engine.checkpoint import load_checkpoint, resolve_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
+from scan_copies import fg_dice, flipped_xy, pasted, resampled  # noqa: E402
+
+from emfformer.api import load_pretrained, segment  # noqa: E402
+from emfformer.engine.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 
 
 def _variants(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing: np.ndarray):
     """(image, truth, affine) as stored, as LPS, at 1 x 1 x 2.5 mm, at 0.8 mm, and that copy off-centre in a
     2x wider field."""
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    flip[:3, 3] = [image.shape[0] - 1, image.shape[1] - 1, 0]  # index i -> n-1-i: same world position
     yield image, truth, affine
-    yield image[::-1, ::-1].copy(), truth[::-1, ::-1].copy(), affine @ flip
+    lps_image, lps_affine = flipped_xy(image, affine)
+    yield lps_image, flipped_xy(truth, affine)[0], lps_affine
     # `resampled` takes the new voxel size in units of the stored one
     yield resampled(image, truth, affine, np.array([1.0, 1.0, 2.5]) / spacing)
     fine, fine_truth, fine_affine = resampled(image, truth, affine, 0.8 / spacing)
     yield fine, fine_truth, fine_affine
-    x, y, z = fine.shape
-    field, field_truth = np.zeros((2 * x, 2 * y, z), np.float32), np.zeros((2 * x, 2 * y, z), np.int16)
-    field[x - 5 : 2 * x - 5, 3 : 3 + y], field_truth[x - 5 : 2 * x - 5, 3 : 3 + y] = fine, fine_truth
-    shift = np.eye(4)
-    shift[:3, 3] = [-(x - 5), -3, 0]  # the scan keeps its world position inside the wider field
-    yield field, field_truth, fine_affine @ shift
+    yield pasted(fine, fine_truth, fine_affine, 2, (fine.shape[0] - 5, 3), 0.0)
 
 
 def _crop_border(model, on: list[bool]) -> list[bool]:

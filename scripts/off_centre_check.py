@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
-from test_real_data import _fg_dice, _off_centre  # noqa: E402
+from scan_copies import fg_dice, off_centre  # noqa: E402
 
 from emfformer.api import load_pretrained, segment  # noqa: E402
 
@@ -38,13 +38,13 @@ def main() -> None:
         img = nib.load(Path(args.data) / "imagesTr" / f"{case}.nii.gz")
         truth = np.asarray(nib.load(Path(args.data) / "labelsTr" / f"{case}.nii.gz").dataobj).astype(np.int16)
         image = np.asarray(img.dataobj, dtype=np.float32)
-        row = [_fg_dice(segment(image, model, affine=img.affine), truth)]
+        row = [fg_dice(segment(image, model, affine=img.affine), truth)]
         for crop in (True, False):
             for fill in (0.0, float(image.mean())):
                 for i, (net, pre) in enumerate(model.members):
                     model.members[i] = (net, dataclasses.replace(pre, crop_border=crop))
-                field, field_truth, affine = _off_centre(image, truth, img.affine, fill)
-                row.append(_fg_dice(segment(field, model, affine=affine), field_truth))
+                field, field_truth, affine = off_centre(image, truth, img.affine, fill)
+                row.append(fg_dice(segment(field, model, affine=affine), field_truth))
         print(f"| {case} | " + " | ".join(f"{d:.3f}" for d in row) + " |")
 
 

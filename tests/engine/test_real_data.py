@@ -16,6 +16,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+from scan_copies import fg_dice, flipped_xy, off_centre, resampled
 
 from emfformer.engine.checkpoint import load_checkpoint
 from emfformer.engine.config import load_config
@@ -109,23 +110,10 @@ def test_predict_a_real_case_keeps_its_geometry(real_root: Path, real_run: Path,
     assert sorted(p.name for p in real_root.rglob("*")) == before, "the data folder was modified"
 
 
-def _fg_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(
-        np.mean(
-            [
-                2 * ((pred == k) & (truth == k)).sum() / ((pred == k).sum() + (truth == k).sum())
-                for k in (1, 2)
-            ]
-        )
-    )
-
-
 def test_shipped_model_on_a_real_case_stored_lps_and_at_0p7_mm(real_root: Path, tmp_path: Path) -> None:
     """The same real test case, stored LPS and resampled to 0.7 mm: the shipped model (trained RAS,
     1 mm) segments each copy on its own grid as well as the original. Its first network without mirror
     TTA (``fast=True``, 12x less work; the geometry under test is the same)."""
-    from scipy.ndimage import zoom
-
     from emfformer.api import load_pretrained, segment
 
     model = load_pretrained("hippocampus")
@@ -133,48 +121,23 @@ def test_shipped_model_on_a_real_case_stored_lps_and_at_0p7_mm(real_root: Path, 
     truth = np.asarray(nib.load(real_root / "labelsTr" / "hippocampus_017.nii.gz").dataobj).astype(np.int16)
     image = np.asarray(img.dataobj, dtype=np.float32)
     reference = segment(image, model, fast=True, affine=img.affine)
-    base = _fg_dice(reference, truth)
+    base = fg_dice(reference, truth)
     assert base > 0.8
 
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    flip[:3, 3] = [image.shape[0] - 1, image.shape[1] - 1, 0]  # index i -> n-1-i: same world position
     lps = tmp_path / "lps.nii.gz"
-    nib.save(nib.Nifti1Image(image[::-1, ::-1].copy(), img.affine @ flip), lps)
+    nib.save(nib.Nifti1Image(*flipped_xy(image, img.affine)), lps)
     np.testing.assert_array_equal(
         segment(lps, model, fast=True), reference[::-1, ::-1]
     )  # reorientation is exact
 
-    fine = zoom(image, 1 / 0.7, order=1)
-    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0)
-    affine = img.affine.copy()
-    affine[:3, :3] *= np.array(image.shape) / np.array(fine.shape)  # the same field of view
+    fine, fine_truth, affine = resampled(image, truth, img.affine, 0.7)  # the same field of view
     labels = segment(fine, model, fast=True, affine=affine)
     assert labels.shape == fine.shape
-    assert _fg_dice(labels, fine_truth) > base - 0.05
+    assert fg_dice(labels, fine_truth) > base - 0.05
     naive = segment(
         fine, model, fast=True
     )  # the same array taken as if it were 1 mm: the model sees a bigger brain
-    assert _fg_dice(naive, fine_truth) < _fg_dice(labels, fine_truth)
-
-
-def _off_centre(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, fill: float):
-    """The case at 0.7 mm, pasted off-centre into a field 3x wider in-plane, axis 0 flipped."""
-    from scipy.ndimage import zoom
-
-    # grid_mode: both grids span the same extent, so the new spacing is exactly n_old / n_new
-    fine = zoom(image, 1 / 0.7, order=1, grid_mode=True, mode="nearest")
-    fine_truth = zoom(truth, np.array(fine.shape) / truth.shape, order=0, grid_mode=True, mode="nearest")
-    x, y, z = fine.shape
-    field = np.full((3 * x, 3 * y, z), fill, np.float32)
-    field_truth = np.zeros(field.shape, np.int16)
-    at = (int(1.8 * x), int(0.3 * y))  # well away from the centre
-    field[at[0] : at[0] + x, at[1] : at[1] + y] = fine
-    field_truth[at[0] : at[0] + x, at[1] : at[1] + y] = fine_truth
-    new_affine = affine.copy()
-    new_affine[:3, :3] *= np.array(image.shape) / np.array(fine.shape)
-    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
-    flip[0, 3] = field.shape[0] - 1
-    return field[::-1].copy(), field_truth[::-1].copy(), new_affine @ flip
+    assert fg_dice(naive, fine_truth) < fg_dice(labels, fine_truth)
 
 
 @pytest.mark.parametrize("background", ["zero", "constant"])
@@ -187,12 +150,12 @@ def test_shipped_model_finds_a_case_off_centre_in_a_3x_wider_field(real_root: Pa
     img = nib.load(real_root / "imagesTr" / "hippocampus_017.nii.gz")
     truth = np.asarray(nib.load(real_root / "labelsTr" / "hippocampus_017.nii.gz").dataobj).astype(np.int16)
     image = np.asarray(img.dataobj, dtype=np.float32)
-    base = _fg_dice(segment(image, model, tta=False, affine=img.affine), truth)
+    base = fg_dice(segment(image, model, tta=False, affine=img.affine), truth)
     fill = 0.0 if background == "zero" else float(image.mean())
-    field, field_truth, affine = _off_centre(image, truth, img.affine, fill)
+    field, field_truth, affine = off_centre(image, truth, img.affine, fill)
     labels = segment(field, model, tta=False, affine=affine)
     assert labels.shape == field.shape
-    assert _fg_dice(labels, field_truth) > base - 0.03, (base, _fg_dice(labels, field_truth))
+    assert fg_dice(labels, field_truth) > base - 0.03, (base, fg_dice(labels, field_truth))
 
 
 def test_shipped_left_atrium_model_segments_a_case_it_never_saw() -> None:
