@@ -17,7 +17,6 @@ the same for the MSD hippocampus layout; both build their copies with tests/engi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
-from scan_copies import fg_dice, flipped_xy, pasted, resampled  # noqa: E402
+from scan_copies import border_crop, fg_dice, flipped_xy, pasted, resampled  # noqa: E402
 
 from emfformer.api import load_pretrained, segment  # noqa: E402
 from emfformer.engine.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
@@ -44,23 +43,12 @@ def _variants(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing:
     yield pasted(fine, fine_truth, fine_affine, 2, (fine.shape[0] - 5, 3), 0.0)
 
 
-def _crop_border(model, on: list[bool]) -> list[bool]:
-    """Set each member's constant-border crop; returns what each had before."""
-    before = [pre.crop_border for _, pre in model.members]
-    for i, (net, pre) in enumerate(model.members):
-        model.members[i] = (net, dataclasses.replace(pre, crop_border=on[i]))
-    return before
-
-
 def _row(model, image: np.ndarray, truth: np.ndarray, affine: np.ndarray, spacing: np.ndarray, tta: bool):
     """fg Dice of each copy (the last one twice: crop on, crop off) and whether LPS gave the same labels."""
     copies = list(_variants(image, truth, affine, spacing))
     labels = [segment(i, model, tta=tta, affine=a) for i, _, a in copies]
-    shipped = _crop_border(model, [False] * len(model.members))
-    try:
+    with border_crop(model, False):
         labels.append(segment(copies[-1][0], model, tta=tta, affine=copies[-1][2]))
-    finally:
-        _crop_border(model, shipped)
     truths = [t for _, t, _ in copies] + [copies[-1][1]]
     return [fg_dice(p, t) for p, t in zip(labels, truths, strict=True)], bool(
         (labels[1][::-1, ::-1] == labels[0]).all()

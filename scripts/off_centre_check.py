@@ -10,7 +10,6 @@ on (the default) and off (what the network alone does).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
-from scan_copies import fg_dice, off_centre  # noqa: E402
+from scan_copies import border_crop, fg_dice, off_centre  # noqa: E402
 
 from emfformer.api import load_pretrained, segment  # noqa: E402
 
@@ -41,10 +40,9 @@ def main() -> None:
         row = [fg_dice(segment(image, model, affine=img.affine), truth)]
         for crop in (True, False):
             for fill in (0.0, float(image.mean())):
-                for i, (net, pre) in enumerate(model.members):
-                    model.members[i] = (net, dataclasses.replace(pre, crop_border=crop))
                 field, field_truth, affine = off_centre(image, truth, img.affine, fill)
-                row.append(fg_dice(segment(field, model, affine=affine), field_truth))
+                with border_crop(model, crop):
+                    row.append(fg_dice(segment(field, model, affine=affine), field_truth))
         print(f"| {case} | " + " | ".join(f"{d:.3f}" for d in row) + " |")
 
 

@@ -6,6 +6,10 @@ so that every published geometry number and every CI check builds its copies the
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 from scipy.ndimage import zoom
 
@@ -65,3 +69,15 @@ def off_centre(image: np.ndarray, truth: np.ndarray, affine: np.ndarray, fill: f
     flip = np.diag([-1.0, 1.0, 1.0, 1.0])
     flip[0, 3] = field.shape[0] - 1
     return field[::-1].copy(), field_truth[::-1].copy(), field_affine @ flip
+
+
+@contextmanager
+def border_crop(model, on: bool) -> Iterator[None]:
+    """Every member of a loaded model (``emfformer.api.load_pretrained``) with its constant-border crop
+    on or off for the block; each member's own setting comes back afterwards, also on an error."""
+    shipped = list(model.members)
+    model.members[:] = [(net, dataclasses.replace(pre, crop_border=on)) for net, pre in shipped]
+    try:
+        yield
+    finally:
+        model.members[:] = shipped

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
-from scan_copies import resampled
+import pytest
+from scan_copies import border_crop, resampled
+
+from emfformer.data.preprocess import PreprocessConfig
 
 
 def test_resampling_samples_each_new_voxel_where_its_affine_puts_it() -> None:
@@ -28,3 +34,18 @@ def test_resampling_samples_each_new_voxel_where_its_affine_puts_it() -> None:
         np.linalg.norm(new_affine[:3, :3], axis=0),
         np.array([0.7, 0.5, 1.25]) * linear.shape / np.array(new.shape),
     )
+
+
+def test_border_crop_sets_every_member_and_gives_each_its_own_back_even_on_an_error() -> None:
+    pre = PreprocessConfig()
+    model = SimpleNamespace(
+        members=[
+            ("a", dataclasses.replace(pre, crop_border=True)),
+            ("b", dataclasses.replace(pre, crop_border=False)),
+        ]
+    )
+    shipped = [p.crop_border for _, p in model.members]
+    with pytest.raises(RuntimeError), border_crop(model, False):
+        assert [p.crop_border for _, p in model.members] == [False, False]
+        raise RuntimeError("segmentation failed")
+    assert [p.crop_border for _, p in model.members] == shipped == [True, False]
